@@ -1,0 +1,101 @@
+import { readFileSync } from 'node:fs';
+import type { AgentConfig } from './config/options.js';
+import type { AgentContext } from './context.js';
+import { commandFamilies } from './commands/index.js';
+import { AgentLog, type AgentLogEvent } from './log.js';
+import { Dispatcher, type Outcome } from './qapi/dispatcher.js';
+import type { CommandFamily } from './qapi/types.js';
+import type { QObject } from './protocol/index.js';
+
+export const VERSION: string = readVersion();
+
+function readVersion(): string {
+  // The bundle has it baked in; from sources it is read from package.json.
+  if (typeof __QUIESCE_AGENT_VERSION__ === 'string') return __QUIESCE_AGENT_VERSION__;
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+declare const __QUIESCE_AGENT_VERSION__: string | undefined;
+
+/**
+ * The agent without its transport: config, log, commands and the dispatcher.
+ * Runs one command at a time, like the reference.
+ */
+export class Agent {
+  readonly dispatcher: Dispatcher;
+  readonly context: AgentContext;
+  private queue: Promise<unknown> = Promise.resolve();
+  private delimit = false;
+  private readonly thawWaiters: (() => void)[] = [];
+
+  private constructor(
+    readonly config: AgentConfig,
+    readonly logger: AgentLog,
+    private readonly families: CommandFamily[],
+    context: AgentContext,
+  ) {
+    this.context = context;
+    this.dispatcher = new Dispatcher(
+      families.flatMap((f) => f.commands),
+      new Set(config.blockRpcs),
+      config.allowRpcs ? new Set(config.allowRpcs) : undefined,
+    );
+  }
+
+  static async create(config: AgentConfig, logger = new AgentLog(config.verbose, config.logfile)): Promise<Agent> {
+    // Families need the context before the dispatcher (which needs their commands) exists.
+    const self: { agent?: Agent } = {};
+    const ctx: AgentContext = {
+      config,
+      version: VERSION,
+      log: logger.log,
+      commandInfo: () => self.agent!.dispatcher.info(),
+      isFrozen: () => self.agent!.dispatcher.isFrozen(),
+      setFrozen: (frozen) => self.agent!.setFrozen(frozen),
+      delimitResponse: () => {
+        self.agent!.delimit = true;
+      },
+    };
+    const families = await commandFamilies(ctx);
+    self.agent = new Agent(config, logger, families, ctx);
+    return self.agent;
+  }
+
+  readonly log = (event: AgentLogEvent): void => this.logger.log(event);
+
+  private setFrozen(frozen: boolean): void {
+    if (frozen) this.logger.hold();
+    this.dispatcher.setFrozen(frozen);
+    if (frozen) return;
+    this.logger.release();
+    for (const fn of this.thawWaiters.splice(0)) fn();
+  }
+
+  /** Runs `fn` now, or after the thaw when frozen (pidfile creation waits like the reference's). */
+  whenThawed(fn: () => void): void {
+    if (this.dispatcher.isFrozen()) this.thawWaiters.push(fn);
+    else fn();
+  }
+
+  /** Runs one request after every earlier one has finished. */
+  execute(request: QObject): Promise<{ outcome: Outcome; delimited: boolean }> {
+    const run = this.queue.then(async () => {
+      this.delimit = false;
+      const outcome = await this.dispatcher.dispatch(request, async (command, args) => {
+        this.log({ kind: 'request', command: command.name });
+        return command.run(args, this.context);
+      });
+      const delimited = this.delimit;
+      this.delimit = false;
+      return { outcome, delimited };
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async close(): Promise<void> {
+    await this.queue;
+    for (const f of this.families) await f.close?.();
+    this.logger.close();
+  }
+}

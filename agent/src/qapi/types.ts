@@ -1,0 +1,38 @@
+import type { JsonOut } from '../protocol/index.js';
+import type { AgentContext } from '../context.js';
+
+/** A QAPI type as the argument visitor checks it. */
+export type TypeSpec =
+  | 'str'
+  | 'int'
+  | 'bool'
+  | 'number'
+  | { readonly list: TypeSpec }
+  | { readonly enum: string; readonly values: readonly string[] }
+  /** An alternate of int and an enum (like GuestFileWhence). */
+  | { readonly alternate: string; readonly values: readonly string[] };
+
+export interface ArgSpec {
+  readonly name: string;
+  readonly type: TypeSpec;
+  readonly optional?: boolean;
+}
+
+/** One command of the schema: its arguments, reply rules and implementation. */
+export interface CommandDef {
+  readonly name: string;
+  readonly args?: readonly ArgSpec[];
+  /** False for commands that send no reply on success (shutdown, suspend). */
+  readonly successResponse?: boolean;
+  /** Stays enabled while filesystems are frozen. */
+  readonly freezeSafe?: boolean;
+  /** Validated arguments: str → string, int → bigint, bool → boolean, number → number, lists → arrays. */
+  readonly run: (args: Record<string, unknown>, ctx: AgentContext) => JsonOut | void | Promise<JsonOut | void>;
+}
+
+/** A family of commands with state of its own (open files, freeze state, …). */
+export interface CommandFamily {
+  readonly commands: readonly CommandDef[];
+  /** Releases what the family holds when the agent stops. */
+  close?(): void | Promise<void>;
+}

@@ -1,0 +1,67 @@
+import { firstUnvisited, qdictOrder, QNum, type QDict, type QObject } from '../protocol/index.js';
+import { QgaError } from './errors.js';
+import type { ArgSpec, TypeSpec } from './types.js';
+
+function typeError(name: string, expected: string): QgaError {
+  return new QgaError(`Invalid parameter type for '${name}', expected: ${expected}`);
+}
+
+/**
+ * Checks a command's arguments the way the reference's generated marshallers
+ * do: members in schema order, then anything left over is unexpected. Returns
+ * the converted values.
+ */
+export function visitArgs(specs: readonly ArgSpec[], args: QDict): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const visited = new Set<string>();
+  for (const spec of specs) {
+    const value = args.get(spec.name);
+    if (value === undefined) {
+      if (spec.optional) continue;
+      throw new QgaError(`Parameter '${spec.name}' is missing`);
+    }
+    visited.add(spec.name);
+    out[spec.name] = visitValue(spec.type, value, spec.name);
+  }
+  if (visited.size < args.size) {
+    const extra = firstUnvisited(qdictOrder([...args.keys()]), visited);
+    if (extra !== undefined) throw new QgaError(`Parameter '${extra}' is unexpected`);
+  }
+  return out;
+}
+
+function visitValue(type: TypeSpec, value: QObject, name: string): unknown {
+  if (typeof type === 'string') {
+    switch (type) {
+      case 'str':
+        if (typeof value !== 'string') throw typeError(name, 'string');
+        return value;
+      case 'bool':
+        if (typeof value !== 'boolean') throw typeError(name, 'boolean');
+        return value;
+      case 'number':
+        if (!(value instanceof QNum)) throw typeError(name, 'number');
+        return value.toNumber();
+      case 'int': {
+        const int = value instanceof QNum ? value.toInt64() : undefined;
+        if (int === undefined) throw typeError(name, 'integer');
+        return int;
+      }
+    }
+  }
+  if ('list' in type) {
+    if (!Array.isArray(value)) throw typeError(name, 'array');
+    return value.map((item, i) => visitValue(type.list, item, `${name}[${i}]`));
+  }
+  if ('enum' in type) {
+    if (typeof value !== 'string') throw typeError(name, 'string');
+    if (!type.values.includes(value)) {
+      throw new QgaError(`Parameter '${name}' does not accept value '${value}'`);
+    }
+    return value;
+  }
+  // An alternate of int and an enum.
+  if (value instanceof QNum) return visitValue('int', value, name);
+  if (typeof value === 'string') return visitValue({ enum: type.alternate, values: type.values }, value, name);
+  throw typeError(name, type.alternate);
+}
