@@ -1,0 +1,37 @@
+/** Stable codes for every failure the host reports; the CLI maps them to exit codes in one table. */
+export type ErrorCode =
+  | 'AGENT_ERROR'
+  | 'TIMEOUT'
+  | 'CHANNEL_GONE'
+  | 'OUT_OF_SYNC'
+  | 'LOCKED'
+  | 'REPLY_TOO_LARGE'
+  | 'CONNECT_FAILED'
+  | 'COMMAND_UNAVAILABLE';
+
+/** The one error base of the host: a stable `code`, the guest it concerns, and the underlying `cause`. */
+export class QuiesceError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options: { cause?: unknown; guest?: string } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'QuiesceError';
+    this.guest = options.guest;
+  }
+  readonly guest: string | undefined;
+}
+
+/** The agent answered with an error reply. */
+export class AgentError extends QuiesceError {
+  constructor(
+    readonly command: string,
+    readonly errorClass: string,
+    readonly desc: string,
+    guest?: string,
+  ) {
+    super('AGENT_ERROR', `${command}: ${desc}${errorClass !== 'GenericError' ? ` (${errorClass})` : ''}`, { guest });
+    this.name = 'AgentError';
+  }
+}
