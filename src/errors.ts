@@ -7,7 +7,15 @@ export type ErrorCode =
   | 'LOCKED'
   | 'REPLY_TOO_LARGE'
   | 'CONNECT_FAILED'
-  | 'COMMAND_UNAVAILABLE';
+  | 'COMMAND_UNAVAILABLE'
+  | 'CONFIG'
+  | 'ALREADY_FROZEN'
+  | 'CONFIG_MISMATCH'
+  | 'FREEZE_INCOMPLETE'
+  | 'THAW_UNPROVEN'
+  | 'STEP_FAILED'
+  | 'BUDGET_EXCEEDED'
+  | 'INTERRUPTED';
 
 /** The one error base of the host: a stable `code`, the guest it concerns, and the underlying `cause`. */
 export class QuiesceError extends Error {

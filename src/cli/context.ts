@@ -1,0 +1,48 @@
+import { loadConfig } from '../config/load.js';
+import type { ResolvedConfig } from '../config/types.js';
+import { createLogger, type Log } from '../log/logger.js';
+import type { LogEvent } from '../log/events.js';
+import { recover } from '../workflow/recover.js';
+import type { RecoveryResult } from '../workflow/results.js';
+
+export interface GlobalOptions {
+  readonly config?: string;
+  readonly json?: boolean;
+  readonly verbose?: boolean;
+}
+
+/** Shared by every subcommand: the logger, the config (once, validated), recovery first. */
+export class CliContext {
+  readonly log: Log & { flush(): void };
+  /** True while a filesystem of this machine is frozen (--local): the log waits in memory. */
+  localFrozen = false;
+  readonly events: LogEvent[] = [];
+
+  constructor(readonly opts: GlobalOptions) {
+    this.log = createLogger({ verbose: opts.verbose ?? false, capture: this.events, hold: () => this.localFrozen });
+  }
+
+  loadConfig(): Promise<ResolvedConfig> {
+    return loadConfig(this.opts.config ? { file: this.opts.config } : {});
+  }
+
+  /** Thaws what a dead run left frozen (journal), before doing anything else. */
+  recover(stateDir: string): Promise<RecoveryResult[]> {
+    return recover(stateDir, this.log);
+  }
+
+  /** Prints the result: JSON with --json, else the readable text. */
+  print(json: unknown, text: string): void {
+    process.stdout.write(this.opts.json ? `${JSON.stringify(json, null, 2)}\n` : text);
+  }
+}
+
+/** The job to run: the one named, or the only one. */
+export function pickJob(config: ResolvedConfig, job: string | undefined): string {
+  if (job) return job;
+  const jobs = [...config.jobs.keys()];
+  if (jobs.length === 1) return jobs[0]!;
+  throw Object.assign(new Error(`name a job: ${jobs.length ? jobs.join(', ') : 'the config defines none'}`), {
+    usage: true,
+  });
+}

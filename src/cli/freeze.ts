@@ -1,0 +1,122 @@
+import { execa } from 'execa';
+import { QuiesceError } from '../errors.js';
+import { describeConnector, type ConnectorSpec } from '../guest/connect.js';
+import { DEFAULTS } from '../config/load.js';
+import type { ResolvedConfig } from '../config/types.js';
+import { freezeGuard } from '../workflow/freeze-guard.js';
+import { defaultAgentFactory, GuestRun } from '../workflow/guest-run.js';
+import { Journal } from '../workflow/journal.js';
+import type { GuestPlan } from '../workflow/plan.js';
+import { newRunId } from '../workflow/plan.js';
+import { SignalGuard } from '../workflow/signals.js';
+import { EXIT } from '../report/exit-codes.js';
+import type { CliContext } from './context.js';
+
+export interface FreezeOptions {
+  readonly guest?: string;
+  readonly local?: boolean;
+  readonly mountpoint?: readonly string[];
+  /** Milliseconds the command may run frozen. */
+  readonly budgetMs?: number;
+  readonly stateDir: string;
+}
+
+/**
+ * `quiesce freeze --guest G|--local [--mountpoint M…] -- CMD ARGS…`: freeze,
+ * run CMD, thaw, exit with CMD's status (the CI hook). CMD runs inside the
+ * frozen window under the budget; it is cancelled when the budget runs out.
+ */
+export async function freezeAndRun(
+  ctx: CliContext,
+  config: ResolvedConfig | undefined,
+  cmd: readonly string[],
+  o: FreezeOptions,
+): Promise<number> {
+  if (cmd.length === 0) throw usage('give the command to run while frozen after --');
+  if (!!o.local === !!o.guest) throw usage('give exactly one of --guest NAME or --local');
+  let connector: ConnectorSpec;
+  let freeze: 'all' | readonly string[];
+  const base = config?.guests.get(o.guest ?? '');
+  if (o.local) {
+    // Freezing every filesystem of the machine quiesce runs on would freeze its own root.
+    if (!o.mountpoint?.length)
+      throw usage('--local needs --mountpoint (freezing every filesystem of this machine would hang it)');
+    connector = { kind: 'local', agentArgs: [] };
+    freeze = o.mountpoint;
+  } else {
+    if (!config) throw usage('--guest needs a config file that defines the guest');
+    if (!base) throw usage(`no guest named '${o.guest}' in ${config.source}`);
+    connector = base.connector;
+    freeze = o.mountpoint?.length ? o.mountpoint : base.freeze;
+  }
+  const name = o.guest ?? 'local';
+  const budgetMs = o.budgetMs ?? DEFAULTS.budgetMs;
+  const g: GuestPlan = {
+    name,
+    address: describeConnector(connector),
+    connector,
+    freeze,
+    timeouts: base?.timeouts ?? DEFAULTS.timeouts,
+    maxReplyBytes: base?.maxReplyBytes ?? DEFAULTS.maxReplyBytes,
+    preHooks: [],
+    snapshot: { argv: cmd, timeoutMs: budgetMs },
+    backup: undefined,
+    verify: undefined,
+    prune: undefined,
+    postHooks: [],
+  };
+  const run = new GuestRun(g, name, ctx.log, defaultAgentFactory, 0);
+  const signals = new SignalGuard(ctx.log).install();
+  let cmdStatus: number | undefined;
+  try {
+    await ctx.recover(o.stateDir);
+    try {
+      await run.connectAndCheck();
+    } catch {
+      return EXIT.FAILED;
+    }
+    const outcome = await freezeGuard(
+      name,
+      [run],
+      {
+        runId: newRunId(new Date()),
+        job: 'freeze',
+        budgetMs,
+        journal: new Journal(o.stateDir),
+        signals,
+        log: ctx.log,
+        onWindow: (open) => {
+          if (o.local) ctx.localFrozen = open;
+        },
+      },
+      async (m, signal) => {
+        const [file, ...args] = cmd;
+        const r = await execa(file!, args, {
+          stdio: 'inherit',
+          cancelSignal: signal,
+          reject: false,
+          forceKillAfterDelay: 2000,
+        });
+        cmdStatus = r.exitCode ?? (r.signal ? 128 : 1);
+        if (r.failed && r.exitCode === undefined)
+          m.result.errors.push(`${file} ${r.isCanceled ? 'was cancelled' : 'failed'}: ${r.shortMessage}`);
+      },
+    );
+    ctx.localFrozen = false;
+    ctx.log.flush();
+    if (run.result.thawProven === false) return EXIT.THAW_UNPROVEN;
+    if (signals.received) return signals.exitCode()!;
+    if (!run.freezeAttempted || (run.result.errors.length > 0 && cmdStatus === undefined)) return EXIT.FAILED;
+    if (outcome.budgetExceeded) return EXIT.FAILED;
+    return cmdStatus ?? EXIT.FAILED;
+  } finally {
+    ctx.localFrozen = false;
+    ctx.log.flush();
+    signals.uninstall();
+    await run.close();
+  }
+}
+
+function usage(message: string): QuiesceError {
+  return new QuiesceError('CONFIG', message);
+}

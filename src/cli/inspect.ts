@@ -1,0 +1,175 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { QuiesceError } from '../errors.js';
+import { isEnabled, hasWatchdog, parseCapabilities } from '../guest/capabilities.js';
+import { guestAgent } from '../guest/connect.js';
+import { acquireGuestLock } from '../guest/lock.js';
+import type { ResolvedConfig, ResolvedGuest } from '../config/types.js';
+import { Journal, ownerAlive } from '../workflow/journal.js';
+import { thawGuest } from '../workflow/recover.js';
+import type { RunReport } from '../workflow/results.js';
+import { EXIT } from '../report/exit-codes.js';
+import type { CliContext } from './context.js';
+
+function guestsNamed(config: ResolvedConfig, names: readonly string[]): ResolvedGuest[] {
+  if (names.length === 0) return [...config.guests.values()];
+  return names.map((n) => {
+    const g = config.guests.get(n);
+    if (!g) throw new QuiesceError('CONFIG', `no guest named '${n}' in ${config.source}`);
+    return g;
+  });
+}
+
+interface DoctorResult {
+  guest: string;
+  address: string;
+  ok: boolean;
+  reachable: boolean;
+  agentVersion?: string;
+  rttMs?: number;
+  status?: string;
+  missingCommands?: string[];
+  watchdog?: boolean;
+  mountpoints?: string[];
+  notMounted?: string[];
+  error?: string;
+}
+
+/** `quiesce doctor [GUEST…]`: can every guest's agent be trusted with a schedule? */
+export async function doctor(ctx: CliContext, config: ResolvedConfig, names: readonly string[]): Promise<number> {
+  const results = await Promise.all(guestsNamed(config, names).map((g) => checkGuest(ctx, g)));
+  const text = results
+    .map((r) => {
+      const head = `${r.ok ? 'ok    ' : 'FAILED'} ${r.guest} (${r.address})`;
+      if (!r.reachable) return `${head}: unreachable: ${r.error}`;
+      const parts = [
+        `agent ${r.agentVersion}`,
+        `rtt ${r.rttMs?.toFixed(2)} ms`,
+        `status ${r.status}`,
+        r.watchdog ? 'freeze watchdog available' : 'no freeze watchdog',
+      ];
+      if (r.missingCommands?.length) parts.push(`missing/disabled: ${r.missingCommands.join(', ')}`);
+      if (r.mountpoints) parts.push(`filesystems: ${r.mountpoints.join(' ')}`);
+      if (r.notMounted?.length) parts.push(`NOT MOUNTED: ${r.notMounted.join(' ')}`);
+      if (r.error) parts.push(r.error);
+      return `${head}: ${parts.join('; ')}`;
+    })
+    .join('\n');
+  ctx.print(results, `${text}\n`);
+  const bad = results.filter((r) => !r.ok).length;
+  return bad === 0 ? EXIT.OK : bad === results.length ? EXIT.FAILED : EXIT.PARTIAL;
+}
+
+async function checkGuest(ctx: CliContext, g: ResolvedGuest): Promise<DoctorResult> {
+  const r: DoctorResult = { guest: g.name, address: describe(g), ok: false, reachable: false };
+  let lock;
+  try {
+    lock = await acquireGuestLock(r.address, 0);
+  } catch (err) {
+    r.error = (err as Error).message;
+    return r;
+  }
+  const agent = guestAgent(g.connector, { maxReplyBytes: g.maxReplyBytes, onEvent: ctx.log });
+  try {
+    await agent.execute('guest-ping', undefined, { timeoutMs: g.timeouts.connectMs });
+    r.reachable = true;
+    const t0 = performance.now();
+    for (let i = 0; i < 5; i++) await agent.execute('guest-ping');
+    r.rttMs = (performance.now() - t0) / 5;
+    const caps = parseCapabilities(await agent.execute('guest-info'));
+    r.agentVersion = caps.version;
+    r.watchdog = hasWatchdog(caps);
+    const needed = [
+      g.freeze === 'all' ? 'guest-fsfreeze-freeze' : 'guest-fsfreeze-freeze-list',
+      'guest-fsfreeze-thaw',
+      'guest-fsfreeze-status',
+    ];
+    r.missingCommands = needed.filter((c) => !isEnabled(caps, c));
+    r.status = String(await agent.execute('guest-fsfreeze-status'));
+    if (isEnabled(caps, 'guest-get-fsinfo')) {
+      const fs = (await agent.execute('guest-get-fsinfo')) as { mountpoint: string }[];
+      r.mountpoints = fs.map((f) => f.mountpoint);
+      if (g.freeze !== 'all') r.notMounted = g.freeze.filter((m) => !r.mountpoints!.includes(m));
+    }
+    r.ok = r.missingCommands.length === 0 && r.status === 'thawed' && !r.notMounted?.length;
+  } catch (err) {
+    r.error = (err as Error).message;
+  } finally {
+    await agent.close().catch(() => undefined);
+    await lock.release();
+  }
+  return r;
+}
+
+function describe(g: ResolvedGuest): string {
+  const c = g.connector;
+  return c.kind === 'socket'
+    ? 'path' in c
+      ? `unix:${c.path}`
+      : `tcp:${c.host}:${c.port}`
+    : c.kind === 'local'
+      ? 'local'
+      : `libvirt:${c.uri ?? 'default'}/${c.domain}`;
+}
+
+/** `quiesce status`: who is frozen (journal and live status) and the last run. */
+export async function status(ctx: CliContext, config: ResolvedConfig): Promise<number> {
+  const { records, unreadable } = new Journal(config.stateDir).list();
+  const journal = records.map((r) => ({
+    guest: r.guest,
+    runId: r.runId,
+    pid: r.pid,
+    ownerRunning: ownerAlive(r),
+    since: r.startedAt,
+  }));
+  const live = await Promise.all(
+    [...config.guests.values()].map(async (g) => {
+      const agent = guestAgent(g.connector, { maxReplyBytes: g.maxReplyBytes });
+      try {
+        return {
+          guest: g.name,
+          status: String(await agent.execute('guest-fsfreeze-status', undefined, { timeoutMs: 3000 })),
+        };
+      } catch (err) {
+        return { guest: g.name, status: 'unreachable', error: (err as Error).message };
+      } finally {
+        await agent.close().catch(() => undefined);
+      }
+    }),
+  );
+  let last: RunReport | undefined;
+  try {
+    last = JSON.parse(readFileSync(join(config.stateDir, 'last.json'), 'utf8')) as RunReport;
+  } catch {
+    last = undefined;
+  }
+  const lines = live.map((l) => `  ${l.status.padEnd(11)} ${l.guest}${'error' in l ? ` (${l.error})` : ''}`);
+  for (const j of journal)
+    lines.push(
+      `  journal: ${j.guest} frozen by run ${j.runId} (pid ${j.pid}, ${j.ownerRunning ? 'still running' : 'gone — quiesce recover will thaw it'})`,
+    );
+  for (const u of unreadable) lines.push(`  journal: unreadable record ${u}`);
+  lines.push(
+    last
+      ? `last run: job ${last.job} ${last.runId} ended ${last.endedAt}, exit ${last.exitCode}`
+      : 'last run: none recorded',
+  );
+  ctx.print({ guests: live, journal, unreadable, lastRun: last ?? null }, `${lines.join('\n')}\n`);
+  return live.some((l) => l.status === 'frozen') ? EXIT.PARTIAL : EXIT.OK;
+}
+
+/** `quiesce thaw GUEST`: the emergency brake. */
+export async function thaw(ctx: CliContext, config: ResolvedConfig, name: string): Promise<number> {
+  const g = guestsNamed(config, [name])[0]!;
+  const agent = guestAgent(g.connector, { maxReplyBytes: g.maxReplyBytes, onEvent: ctx.log });
+  try {
+    const n = await thawGuest(agent, g.name, ctx.log, g.timeouts.thawMs);
+    ctx.print({ guest: g.name, thawed: n, status: 'thawed' }, `${g.name}: thawed ${n} filesystem(s); status thawed\n`);
+    return EXIT.OK;
+  } catch (err) {
+    ctx.print({ guest: g.name, error: (err as Error).message }, `${g.name}: THAW FAILED: ${(err as Error).message}\n`);
+    return EXIT.THAW_UNPROVEN;
+  } finally {
+    await agent.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,149 @@
+import { Command, CommanderError, Option } from 'commander';
+import { QuiesceError } from '../errors.js';
+import { defaultStateDir } from '../config/load.js';
+import { parseDuration } from '../config/duration.js';
+import { EXIT, exitCodeForError, exitTableText } from '../report/exit-codes.js';
+import { CliContext, type GlobalOptions } from './context.js';
+import { runJob, showPlan } from './run.js';
+import { freezeAndRun } from './freeze.js';
+import { doctor, status, thaw } from './inspect.js';
+import { runDemo } from './demo.js';
+import { version } from '../version.js';
+
+const VERSION = version();
+
+/** Parses argv, runs the subcommand, returns the exit code (never calls process.exit itself). */
+export async function main(argv: readonly string[]): Promise<number> {
+  let code: number = EXIT.OK;
+  const program = new Command('quiesce')
+    .description('Freeze → snapshot → thaw for guests behind the QEMU guest agent, with every thaw proven.')
+    .version(VERSION)
+    .option(
+      '-c, --config <file>',
+      'config file (default: quiesce.config.{yaml,yml,json,js,mjs} or .quiescerc*, searched upwards)',
+    )
+    .option('--json', 'machine-readable output on stdout')
+    .option('-v, --verbose', 'log debug events too')
+    .addHelpText('after', `\nExit codes:\n${exitTableText()}\n`)
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  const ctxOf = (cmd: Command): CliContext => new CliContext(cmd.optsWithGlobals<GlobalOptions>());
+
+  program
+    .command('run [job]')
+    .description('run a job: for each guest connect, preflight, freeze, snapshot, thaw (proven), backup, verify, prune')
+    .option('--wait <seconds>', 'wait this long for another run of the job to finish instead of failing', Number)
+    .option('--metrics-file <path>', 'write Prometheus textfile metrics here (node_exporter textfile collector)')
+    .option('--demo', 'run the embedded demo job on a loop-mounted ext4 image (needs root; no config file)')
+    .action(
+      async (job: string | undefined, o: { wait?: number; metricsFile?: string; demo?: boolean }, cmd: Command) => {
+        const ctx = ctxOf(cmd);
+        if (o.demo) {
+          code = await runDemo(ctx);
+          return;
+        }
+        code = await runJob(ctx, await ctx.loadConfig(), job, {
+          ...(o.wait !== undefined ? { wait: o.wait } : {}),
+          ...(o.metricsFile ? { metricsFile: o.metricsFile } : {}),
+        });
+      },
+    );
+
+  program
+    .command('plan [job]')
+    .description('print exactly what run would do (resolved argv, timeouts), touching no guest')
+    .action(async (job: string | undefined, _o: unknown, cmd: Command) => {
+      const ctx = ctxOf(cmd);
+      code = showPlan(ctx, await ctx.loadConfig(), job);
+    });
+
+  program
+    .command('doctor [guests...]')
+    .description(
+      "check each guest's agent: reachable, in sync, freeze commands enabled, not frozen, round-trip time, filesystems",
+    )
+    .action(async (guests: string[], _o: unknown, cmd: Command) => {
+      const ctx = ctxOf(cmd);
+      const config = await ctx.loadConfig();
+      await ctx.recover(config.stateDir);
+      code = await doctor(ctx, config, guests);
+    });
+
+  program
+    .command('status')
+    .description('who is frozen (live status and the journal) and how the last run ended')
+    .action(async (_o: unknown, cmd: Command) => {
+      const ctx = ctxOf(cmd);
+      const config = await ctx.loadConfig();
+      await ctx.recover(config.stateDir);
+      code = await status(ctx, config);
+    });
+
+  program
+    .command('freeze')
+    .description(
+      "freeze a guest (or this machine), run CMD, thaw, exit with CMD's status: quiesce freeze --guest G -- CMD ARGS…",
+    )
+    .option('--guest <name>', 'a guest of the config')
+    .option('--local', 'this machine, through a local quiesce-agent (needs --mountpoint)')
+    .option('--mountpoint <path...>', "filesystems to freeze (default: the guest's freeze list)")
+    .addOption(new Option('--budget <duration>', 'longest time CMD may run frozen (default 10s)'))
+    .argument('[cmd...]', 'the command to run while frozen (after --)')
+    .action(
+      async (
+        cmdArgs: string[],
+        o: { guest?: string; local?: boolean; mountpoint?: string[]; budget?: string },
+        cmd: Command,
+      ) => {
+        const ctx = ctxOf(cmd);
+        const globals = cmd.optsWithGlobals<GlobalOptions>();
+        const config = o.guest || globals.config ? await ctx.loadConfig() : undefined;
+        const budgetMs = o.budget === undefined ? undefined : parseDuration(o.budget);
+        if (o.budget !== undefined && budgetMs === undefined)
+          throw new QuiesceError('CONFIG', `--budget: not a duration: ${o.budget}`);
+        code = await freezeAndRun(ctx, config, cmdArgs, {
+          ...(o.guest ? { guest: o.guest } : {}),
+          ...(o.local ? { local: true } : {}),
+          ...(o.mountpoint ? { mountpoint: o.mountpoint } : {}),
+          ...(budgetMs !== undefined ? { budgetMs } : {}),
+          stateDir: config?.stateDir ?? defaultStateDir(),
+        });
+      },
+    );
+
+  program
+    .command('thaw <guest>')
+    .description('emergency: thaw a guest now and prove it')
+    .action(async (guest: string, _o: unknown, cmd: Command) => {
+      const ctx = ctxOf(cmd);
+      const config = await ctx.loadConfig();
+      code = await thaw(ctx, config, guest);
+    });
+
+  program
+    .command('recover')
+    .description('thaw every guest a crashed run left frozen (from the journal), and nothing else')
+    .action(async (_o: unknown, cmd: Command) => {
+      const ctx = ctxOf(cmd);
+      const config = await ctx.loadConfig();
+      const results = await ctx.recover(config.stateDir);
+      const text = results.length
+        ? results
+            .map((r) => `${r.guest} (run ${r.runId}): ${r.ok ? `thawed ${r.thawed}` : `FAILED: ${r.error}`}`)
+            .join('\n')
+        : 'nothing to recover';
+      ctx.print(results, `${text}\n`);
+      code = results.some((r) => !r.ok) ? EXIT.THAW_UNPROVEN : EXIT.OK;
+    });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.OK : EXIT.CONFIG;
+    const isUsage = (err as { usage?: boolean }).usage === true;
+    process.stderr.write(`quiesce: ${(err as Error).message}\n`);
+    return isUsage ? EXIT.CONFIG : exitCodeForError(err);
+  }
+}

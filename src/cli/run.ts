@@ -1,0 +1,51 @@
+import { acquireLock } from '../guest/lock.js';
+import { execute } from '../workflow/executor.js';
+import { formatPlan, newRunId, plan } from '../workflow/plan.js';
+import { SignalGuard } from '../workflow/signals.js';
+import { writeMetrics } from '../report/metrics.js';
+import { writeReport } from '../report/report.js';
+import type { ResolvedConfig } from '../config/types.js';
+import { pickJob, type CliContext } from './context.js';
+import { formatReport } from './summary.js';
+
+export interface RunOptions {
+  readonly wait?: number;
+  readonly metricsFile?: string;
+}
+
+/** `quiesce run [JOB]`: plan, lock the job, recover, execute, report. Returns the exit code. */
+export async function runJob(
+  ctx: CliContext,
+  config: ResolvedConfig,
+  jobArg: string | undefined,
+  opts: RunOptions,
+): Promise<number> {
+  const job = pickJob(config, jobArg);
+  const now = new Date();
+  const p = plan(config, job, { runId: newRunId(now), now });
+  const lock = await acquireLock(`job:${config.stateDir}:${job}`, {
+    waitMs: opts.wait !== undefined ? opts.wait * 1000 : config.lockWaitMs,
+    what: `job ${job}`,
+  });
+  const signals = new SignalGuard(ctx.log).install();
+  try {
+    const recovered = await ctx.recover(config.stateDir);
+    const report = await execute(p, { log: ctx.log, signals, recovered, lockWaitMs: 0 });
+    const file = writeReport(config.stateDir, report);
+    const metrics = opts.metricsFile ?? config.metricsFile;
+    if (metrics) writeMetrics(metrics, report);
+    ctx.print(report, formatReport(report, file));
+    return report.exitCode;
+  } finally {
+    signals.uninstall();
+    await lock.release();
+  }
+}
+
+/** `quiesce plan [JOB]`: what run would do, without touching a guest. */
+export function showPlan(ctx: CliContext, config: ResolvedConfig, jobArg: string | undefined): number {
+  const now = new Date();
+  const p = plan(config, pickJob(config, jobArg), { runId: newRunId(now), now });
+  ctx.print(p, formatPlan(p));
+  return 0;
+}

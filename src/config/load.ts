@@ -1,0 +1,231 @@
+import { cosmiconfig } from 'cosmiconfig';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { z } from 'zod';
+import { QuiesceError } from '../errors.js';
+import { configSchema, type ParsedConfig, type ParsedGuest } from './schema.js';
+import { unknownPlaceholders } from './placeholders.js';
+import type { ResolvedConfig, ResolvedGuest, ResolvedJob, Timeouts } from './types.js';
+import type { ConnectorSpec } from '../guest/connect.js';
+
+/** A configuration problem: names the file and the key path. Nothing has touched a guest yet. */
+export class ConfigError extends QuiesceError {
+  constructor(
+    readonly file: string,
+    readonly problems: readonly string[],
+  ) {
+    super('CONFIG', `${file}: ${problems.join('; ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export const MODULE_NAME = 'quiesce';
+
+export const DEFAULTS = {
+  budgetMs: 10_000,
+  concurrency: 4,
+  failurePolicy: 'fail',
+  timeouts: { connectMs: 5_000, freezeMs: 60_000, thawMs: 30_000, commandMs: 10_000 },
+  /** Backup, verify and hook steps run outside the frozen window. */
+  stepMs: 3_600_000,
+  maxReplyBytes: 10 * 1024 * 1024,
+} as const;
+
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (process.getuid?.() === 0) return '/var/lib/quiesce';
+  return join(env['XDG_STATE_HOME'] ?? join(homedir(), '.local', 'state'), 'quiesce');
+}
+
+const searchPlaces = [
+  'quiesce.config.yaml',
+  'quiesce.config.yml',
+  'quiesce.config.json',
+  'quiesce.config.js',
+  'quiesce.config.mjs',
+  '.quiescerc',
+  '.quiescerc.json',
+  '.quiescerc.yaml',
+  '.quiescerc.yml',
+  '.quiescerc.js',
+  '.quiescerc.mjs',
+];
+
+/**
+ * Finds (or, with `file`, loads) the configuration and validates it once into
+ * a readonly resolved object. Every error names the file and the key path.
+ */
+export async function loadConfig(
+  opts: { file?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<ResolvedConfig> {
+  const explorer = cosmiconfig(MODULE_NAME, { searchPlaces, searchStrategy: 'global' });
+  let found: { config: unknown; filepath: string } | null;
+  try {
+    found = opts.file ? await explorer.load(opts.file) : await explorer.search(opts.cwd);
+  } catch (err) {
+    throw new ConfigError(opts.file ?? 'configuration', [(err as Error).message.split('\n')[0]!]);
+  }
+  if (!found) {
+    throw new ConfigError('configuration', [
+      `no config file found (looked for ${searchPlaces.slice(0, 3).join(', ')}, .quiescerc* from ${opts.cwd ?? process.cwd()} up, and in ~/.config/quiesce); pass --config FILE`,
+    ]);
+  }
+  return resolveConfig(found.config, found.filepath, opts.env ?? process.env);
+}
+
+/** Validates an already-read config object (also used for the embedded demo). */
+export function resolveConfig(raw: unknown, source: string, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  const problems: string[] = [];
+  const interpolated = interpolate(raw, [], env, problems);
+  if (problems.length) throw new ConfigError(source, problems);
+  const parsed = configSchema.safeParse(interpolated);
+  if (!parsed.success) throw new ConfigError(source, parsed.error.issues.map(describeIssue));
+  const config = resolve(parsed.data, source, problems);
+  if (problems.length) throw new ConfigError(source, problems);
+  return config;
+}
+
+function keyPath(path: readonly (string | number)[]): string {
+  return (
+    path.reduce<string>((s, k) => (typeof k === 'number' ? `${s}[${k}]` : s ? `${s}.${k}` : k), '') || '(top level)'
+  );
+}
+
+function describeIssue(issue: z.ZodIssue): string {
+  if (issue.code === 'unrecognized_keys')
+    return `${keyPath(issue.path)}: unknown key(s) ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
+  if (issue.code === 'invalid_union_discriminator') return `${keyPath(issue.path)}: ${issue.message}`;
+  return `${keyPath(issue.path)}: ${issue.message}`;
+}
+
+/** ${VAR} in any string becomes the variable's value ($${ stays a literal ${). */
+function interpolate(value: unknown, path: (string | number)[], env: NodeJS.ProcessEnv, problems: string[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (whole, name: string | undefined) => {
+      if (whole === '$${') return '${';
+      const v = env[name!];
+      if (v === undefined) {
+        problems.push(`${keyPath(path)}: environment variable ${name} is not set`);
+        return '';
+      }
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, [...path, i], env, problems));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, interpolate(v, [...path, k], env, problems)]));
+  }
+  return value;
+}
+
+function resolve(c: ParsedConfig, source: string, problems: string[]): ResolvedConfig {
+  const d = c.defaults ?? {};
+  const baseTimeouts: Timeouts = {
+    connectMs: d.timeouts?.connect ?? DEFAULTS.timeouts.connectMs,
+    freezeMs: d.timeouts?.freeze ?? DEFAULTS.timeouts.freezeMs,
+    thawMs: d.timeouts?.thaw ?? DEFAULTS.timeouts.thawMs,
+    commandMs: d.timeouts?.command ?? DEFAULTS.timeouts.commandMs,
+  };
+  const stepMs = d.timeouts?.step ?? DEFAULTS.stepMs;
+  const guests = new Map<string, ResolvedGuest>();
+  for (const [name, g] of Object.entries(c.guests)) {
+    guests.set(name, resolveGuest(name, g, baseTimeouts, stepMs, problems));
+  }
+  const jobs = new Map<string, ResolvedJob>();
+  for (const [name, j] of Object.entries(c.jobs)) {
+    const where = `jobs.${name}`;
+    const inGroups = new Map<string, number>();
+    j.groups.forEach((group, gi) => {
+      for (const member of group) {
+        if (inGroups.has(member))
+          problems.push(`${where}.groups[${gi}]: guest '${member}' is already in groups[${inGroups.get(member)}]`);
+        inGroups.set(member, gi);
+      }
+    });
+    const solo = j.guests.filter((g) => !inGroups.has(g));
+    for (const [i, g] of j.guests.entries()) {
+      if (!guests.has(g)) problems.push(`${where}.guests[${i}]: no guest named '${g}' under guests`);
+    }
+    j.groups.forEach((group, gi) =>
+      group.forEach((g, i) => {
+        if (!guests.has(g)) problems.push(`${where}.groups[${gi}][${i}]: no guest named '${g}' under guests`);
+      }),
+    );
+    if (solo.length === 0 && j.groups.length === 0) problems.push(`${where}: lists no guests and no groups`);
+    if (j.notify) checkArgv(j.notify, `${where}.notify`, problems);
+    jobs.set(name, {
+      name,
+      guests: [...new Set(solo)],
+      groups: j.groups,
+      concurrency: j.concurrency ?? d.concurrency ?? DEFAULTS.concurrency,
+      budgetMs: j.budget ?? d.budget ?? DEFAULTS.budgetMs,
+      failurePolicy: j.failurePolicy ?? d.failurePolicy ?? DEFAULTS.failurePolicy,
+      notify: j.notify,
+    });
+  }
+  return {
+    source,
+    stateDir: c.stateDir ?? defaultStateDir(),
+    metricsFile: c.metricsFile,
+    lockWaitMs: c.lockWait ?? 0,
+    guests,
+    jobs,
+  };
+}
+
+function checkArgv(argv: readonly string[], where: string, problems: string[]): void {
+  argv.forEach((a, i) => {
+    for (const bad of unknownPlaceholders(a)) {
+      problems.push(
+        `${where}[${i}]: unknown placeholder {${bad}} (known: {guest} {job} {runId} {timestamp} {date} {stateDir})`,
+      );
+    }
+  });
+}
+
+function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: number, problems: string[]): ResolvedGuest {
+  const where = `guests.${name}`;
+  checkArgv(g.snapshot.argv, `${where}.snapshot.argv`, problems);
+  if (g.backup) checkArgv(g.backup.argv, `${where}.backup.argv`, problems);
+  if (g.verify) checkArgv(g.verify.argv, `${where}.verify.argv`, problems);
+  g.hooks?.pre?.forEach((h, i) => checkArgv(h, `${where}.hooks.pre[${i}]`, problems));
+  g.hooks?.post?.forEach((h, i) => checkArgv(h, `${where}.hooks.post[${i}]`, problems));
+  if (g.prune)
+    for (const bad of unknownPlaceholders(g.prune.match))
+      problems.push(`${where}.prune.match: unknown placeholder {${bad}}`);
+  const connector: ConnectorSpec =
+    g.connector.type === 'socket'
+      ? { kind: 'socket', path: g.connector.path }
+      : g.connector.type === 'tcp'
+        ? { kind: 'socket', host: g.connector.host, port: g.connector.port }
+        : g.connector.type === 'local'
+          ? { kind: 'local', agentArgs: g.connector.agentArgs ?? [] }
+          : { kind: 'libvirt', domain: g.connector.domain, ...(g.connector.uri ? { uri: g.connector.uri } : {}) };
+  const timeouts: Timeouts = {
+    connectMs: g.timeouts?.connect ?? base.connectMs,
+    freezeMs: g.timeouts?.freeze ?? base.freezeMs,
+    thawMs: g.timeouts?.thaw ?? base.thawMs,
+    commandMs: g.timeouts?.command ?? base.commandMs,
+  };
+  const guestStepMs = g.timeouts?.step ?? stepMs;
+  return {
+    name,
+    connector,
+    freeze: g.freeze ?? 'all',
+    hooks: { pre: g.hooks?.pre ?? [], post: g.hooks?.post ?? [] },
+    // The snapshot runs inside the frozen window: the job's budget bounds it anyway.
+    snapshot: { provider: 'command', argv: g.snapshot.argv, timeoutMs: g.snapshot.timeout ?? guestStepMs },
+    backup: g.backup ? { argv: g.backup.argv, timeoutMs: g.backup.timeout ?? guestStepMs } : undefined,
+    verify: g.verify ? { argv: g.verify.argv, timeoutMs: g.verify.timeout ?? guestStepMs } : undefined,
+    prune: g.prune
+      ? {
+          dir: g.prune.dir,
+          match: g.prune.match,
+          keepLast: g.prune.keepLast ?? 0,
+          keepDaily: g.prune.keepDaily ?? 0,
+          keepWeekly: g.prune.keepWeekly ?? 0,
+        }
+      : undefined,
+    timeouts,
+    maxReplyBytes: g.maxReplyBytes ?? DEFAULTS.maxReplyBytes,
+  };
+}

@@ -1,0 +1,110 @@
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+
+/** Milliseconds from "10s" / 10 / "500ms". */
+const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message: `not a duration: ${JSON.stringify(v)} (use seconds or "500ms", "10s", "2m")`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'names use letters, digits, ".", "_" and "-"');
+const argv = z.array(z.string()).min(1, 'an argv list needs at least the program');
+const absPath = z.string().startsWith('/', 'must be an absolute path');
+
+const step = z.object({ argv, timeout: duration.optional() }).strict();
+
+const connector = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('socket'), path: absPath }).strict(),
+  z.object({ type: z.literal('tcp'), host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict(),
+  z.object({ type: z.literal('local'), agentArgs: z.array(z.string()).optional() }).strict(),
+  z.object({ type: z.literal('libvirt'), domain: z.string().min(1), uri: z.string().min(1).optional() }).strict(),
+]);
+
+const snapshot = z.discriminatedUnion('provider', [
+  z.object({ provider: z.literal('command'), argv, timeout: duration.optional() }).strict(),
+]);
+
+const prune = z
+  .object({
+    dir: absPath,
+    /** Only names matching this pattern (with placeholders) are backups of this guest. */
+    match: z.string().min(1),
+    keepLast: z.number().int().min(0).optional(),
+    keepDaily: z.number().int().min(0).optional(),
+    keepWeekly: z.number().int().min(0).optional(),
+  })
+  .strict()
+  .refine((p) => (p.keepLast ?? 0) + (p.keepDaily ?? 0) + (p.keepWeekly ?? 0) > 0, {
+    message: 'prune must keep something: set keepLast, keepDaily or keepWeekly',
+  });
+
+const timeouts = z
+  .object({
+    connect: duration.optional(),
+    freeze: duration.optional(),
+    thaw: duration.optional(),
+    command: duration.optional(),
+    step: duration.optional(),
+  })
+  .strict();
+
+export const guestSchema = z
+  .object({
+    connector,
+    /** Mountpoints to freeze, or "all" (every freezable filesystem the agent sees). */
+    freeze: z.union([z.literal('all'), z.array(absPath).min(1)]).optional(),
+    hooks: z
+      .object({ pre: z.array(argv).optional(), post: z.array(argv).optional() })
+      .strict()
+      .optional(),
+    snapshot,
+    backup: step.optional(),
+    verify: step.optional(),
+    prune: prune.optional(),
+    timeouts: timeouts.optional(),
+    maxReplyBytes: z.number().int().min(1024).optional(),
+  })
+  .strict();
+
+export const jobSchema = z
+  .object({
+    guests: z.array(name).default([]),
+    /** Guests frozen together: freeze all, snapshot all, thaw all. */
+    groups: z.array(z.array(name).min(2, 'a consistency group has at least two guests')).default([]),
+    concurrency: z.number().int().min(1).max(1024).optional(),
+    budget: duration.optional(),
+    failurePolicy: z.enum(['fail', 'crash-consistent']).optional(),
+    notify: argv.optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    stateDir: absPath.optional(),
+    metricsFile: absPath.optional(),
+    /** How long a run waits for another run of the same job to finish (default: fail at once). */
+    lockWait: duration.optional(),
+    defaults: z
+      .object({
+        budget: duration.optional(),
+        concurrency: z.number().int().min(1).max(1024).optional(),
+        failurePolicy: z.enum(['fail', 'crash-consistent']).optional(),
+        timeouts: timeouts.optional(),
+      })
+      .strict()
+      .optional(),
+    guests: z.record(name, guestSchema),
+    jobs: z.record(name, jobSchema).default({}),
+  })
+  .strict();
+
+export type RawConfig = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;
+export type ParsedGuest = z.output<typeof guestSchema>;

@@ -1,0 +1,64 @@
+import type { ConnectorSpec } from '../guest/connect.js';
+
+/** An argv list of a step; placeholders like {guest} are still in it (resolved per run by plan()). */
+export type ArgvTemplate = readonly string[];
+
+export interface StepConfig {
+  readonly argv: ArgvTemplate;
+  readonly timeoutMs: number;
+}
+
+export interface PruneConfig {
+  readonly dir: string;
+  readonly match: string;
+  readonly keepLast: number;
+  readonly keepDaily: number;
+  readonly keepWeekly: number;
+}
+
+export interface Timeouts {
+  readonly connectMs: number;
+  readonly freezeMs: number;
+  readonly thawMs: number;
+  /** Other agent commands. */
+  readonly commandMs: number;
+}
+
+/** One guest, every default applied. */
+export interface ResolvedGuest {
+  readonly name: string;
+  readonly connector: ConnectorSpec;
+  readonly freeze: 'all' | readonly string[];
+  readonly hooks: { readonly pre: readonly ArgvTemplate[]; readonly post: readonly ArgvTemplate[] };
+  readonly snapshot: { readonly provider: 'command' } & StepConfig;
+  readonly backup: StepConfig | undefined;
+  readonly verify: StepConfig | undefined;
+  readonly prune: PruneConfig | undefined;
+  readonly timeouts: Timeouts;
+  readonly maxReplyBytes: number;
+}
+
+export type FailurePolicy = 'fail' | 'crash-consistent';
+
+export interface ResolvedJob {
+  readonly name: string;
+  /** Guests run on their own. */
+  readonly guests: readonly string[];
+  /** Consistency groups, each frozen together. */
+  readonly groups: readonly (readonly string[])[];
+  readonly concurrency: number;
+  readonly budgetMs: number;
+  readonly failurePolicy: FailurePolicy;
+  readonly notify: ArgvTemplate | undefined;
+}
+
+/** The whole configuration after validation: readonly, fully defaulted. */
+export interface ResolvedConfig {
+  /** Where it came from (a path, or "embedded demo"). */
+  readonly source: string;
+  readonly stateDir: string;
+  readonly metricsFile: string | undefined;
+  readonly lockWaitMs: number;
+  readonly guests: ReadonlyMap<string, ResolvedGuest>;
+  readonly jobs: ReadonlyMap<string, ResolvedJob>;
+}

@@ -1,0 +1,93 @@
+import type { ClientEvent } from '../guest/stream-client.js';
+
+/** Everything the host logs, keyed on `kind`. */
+export type LogEvent =
+  | ClientEvent
+  | { kind: 'run-start'; job: string; runId: string; units: number; guests: number }
+  | { kind: 'run-end'; job: string; runId: string; ok: number; failed: number; durationMs: number; exitCode: number }
+  | { kind: 'step-start'; guest: string; step: string }
+  | { kind: 'step-end'; guest: string; step: string; durationMs: number; ok: boolean; error?: string }
+  | { kind: 'frozen'; guest: string; filesystems: number; freezeMs: number }
+  | { kind: 'thawed'; guest: string; filesystems: number; frozenWindowMs: number; proven: boolean }
+  | { kind: 'group-frozen'; group: string; skewMs: number }
+  | { kind: 'budget-exceeded'; unit: string; budgetMs: number }
+  | { kind: 'thaw-retry'; guest: string; attempt: number; error: string }
+  | { kind: 'thaw-failed'; guest: string; error: string }
+  | { kind: 'fallback-crash-consistent'; guest: string; reason: string }
+  | { kind: 'signal'; signal: string; action: string }
+  | { kind: 'recovered'; guest: string; runId: string; thawed: number; ok: boolean; error?: string }
+  | { kind: 'journal-busy'; guest: string; runId: string; pid: number }
+  | { kind: 'prune'; guest: string; kept: number; removed: readonly string[]; dryRun: boolean }
+  | { kind: 'command-output'; guest: string; step: string; stream: 'stdout' | 'stderr'; text: string }
+  | { kind: 'warning'; message: string; guest?: string }
+  | { kind: 'error'; message: string; guest?: string };
+
+const LEVEL: Partial<Record<LogEvent['kind'], 'error' | 'warn' | 'info' | 'debug'>> = {
+  'guest-garbage': 'warn',
+  'guest-resync': 'warn',
+  'guest-reconnect': 'warn',
+  'budget-exceeded': 'error',
+  'thaw-retry': 'warn',
+  'thaw-failed': 'error',
+  'fallback-crash-consistent': 'warn',
+  signal: 'warn',
+  'journal-busy': 'warn',
+  'step-start': 'debug',
+  'command-output': 'debug',
+  warning: 'warn',
+  error: 'error',
+};
+
+export function levelOf(e: LogEvent): 'error' | 'warn' | 'info' | 'debug' {
+  if (e.kind === 'step-end' && !e.ok) return 'error';
+  if (e.kind === 'recovered' && !e.ok) return 'error';
+  if (e.kind === 'thawed' && !e.proven) return 'error';
+  return LEVEL[e.kind] ?? 'info';
+}
+
+/** One readable line for a terminal. */
+export function describe(e: LogEvent): string {
+  switch (e.kind) {
+    case 'run-start':
+      return `run ${e.runId}: job ${e.job}, ${e.guests} guest(s) in ${e.units} unit(s)`;
+    case 'run-end':
+      return `run ${e.runId} done in ${(e.durationMs / 1000).toFixed(1)} s: ${e.ok} ok, ${e.failed} failed (exit ${e.exitCode})`;
+    case 'step-start':
+      return `${e.guest}: ${e.step}…`;
+    case 'step-end':
+      return `${e.guest}: ${e.step} ${e.ok ? 'ok' : `FAILED: ${e.error}`} (${e.durationMs} ms)`;
+    case 'frozen':
+      return `${e.guest}: froze ${e.filesystems} filesystem(s) in ${e.freezeMs} ms`;
+    case 'thawed':
+      return `${e.guest}: thawed ${e.filesystems} filesystem(s), frozen window ${e.frozenWindowMs} ms${e.proven ? '' : ' — THAW NOT PROVEN'}`;
+    case 'group-frozen':
+      return `${e.group}: all members frozen, skew ${e.skewMs} ms`;
+    case 'budget-exceeded':
+      return `${e.unit}: frozen longer than the ${e.budgetMs} ms budget — snapshot cancelled, thawing now`;
+    case 'thaw-retry':
+      return `${e.guest}: thaw attempt ${e.attempt} failed (${e.error}), retrying`;
+    case 'thaw-failed':
+      return `${e.guest}: THAW FAILED: ${e.error} — the guest may still be frozen; run 'quiesce thaw ${e.guest}'`;
+    case 'fallback-crash-consistent':
+      return `${e.guest}: cannot freeze (${e.reason}); taking a crash-consistent snapshot as the job's policy allows`;
+    case 'signal':
+      return `received ${e.signal}: ${e.action}`;
+    case 'recovered':
+      return `${e.guest}: recovered from run ${e.runId}: ${e.ok ? `thawed (${e.thawed} filesystem(s))` : `FAILED: ${e.error}`}`;
+    case 'journal-busy':
+      return `${e.guest}: frozen by run ${e.runId} (pid ${e.pid}), which is still running`;
+    case 'prune':
+      return `${e.guest}: prune ${e.dryRun ? '(dry run) would remove' : 'removed'} ${e.removed.length}, kept ${e.kept}`;
+    case 'command-output':
+      return `${e.guest}: ${e.step}: ${e.text}`;
+    case 'guest-garbage':
+      return `${e.address}: skipped garbage from the agent: ${e.text}`;
+    case 'guest-resync':
+      return `${e.address}: out of sync (${e.reason}); will resync`;
+    case 'guest-reconnect':
+      return `${e.address}: attempt ${e.attempt} failed (${e.reason}); reconnecting`;
+    case 'warning':
+    case 'error':
+      return e.guest ? `${e.guest}: ${e.message}` : e.message;
+  }
+}

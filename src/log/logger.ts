@@ -1,0 +1,58 @@
+import winston from 'winston';
+import { describe, levelOf, type LogEvent } from './events.js';
+
+export type Log = (event: LogEvent) => void;
+
+export interface LoggerOptions {
+  /** JSON lines (cron, CI) or readable lines (a terminal). Default: JSON when stderr is not a TTY. */
+  readonly json?: boolean;
+  readonly verbose?: boolean;
+  /** Also keep every event (tests, reports). */
+  readonly capture?: LogEvent[];
+  /**
+   * While true, nothing is written (in --local mode the log may sit on a
+   * filesystem being frozen): events wait in memory and are written after.
+   */
+  readonly hold?: () => boolean;
+}
+
+/**
+ * The host's one log function. winston writes to stderr: JSON lines with the
+ * event's fields when not on a terminal, readable lines when on one.
+ */
+export function createLogger(opts: LoggerOptions = {}): Log & { flush(): void } {
+  const json = opts.json ?? !process.stderr.isTTY;
+  const logger = winston.createLogger({
+    level: opts.verbose ? 'debug' : 'info',
+    transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug'] })],
+    format: json
+      ? winston.format.combine(winston.format.timestamp(), winston.format.json())
+      : winston.format.printf(
+          (info) => `${String(info.level) === 'info' ? '' : `${String(info.level)}: `}${String(info.message)}`,
+        ),
+  });
+  const held: LogEvent[] = [];
+  const write = (e: LogEvent): void => {
+    logger.log(levelOf(e), describe(e), { ...e });
+  };
+  const log = ((e: LogEvent) => {
+    opts.capture?.push(e);
+    if (opts.hold?.()) {
+      if (held.length < 10_000) held.push(e);
+      return;
+    }
+    for (const h of held.splice(0)) write(h);
+    write(e);
+  }) as Log & { flush(): void };
+  log.flush = () => {
+    for (const h of held.splice(0)) write(h);
+  };
+  return log;
+}
+
+/** A logger that only records (for tests). */
+export function captureLogger(into: LogEvent[] = []): Log & { events: LogEvent[] } {
+  const log = ((e: LogEvent) => void into.push(e)) as Log & { events: LogEvent[] };
+  log.events = into;
+  return log;
+}

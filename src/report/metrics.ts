@@ -1,0 +1,84 @@
+import { readFileSync } from 'node:fs';
+import type { RunReport } from '../workflow/results.js';
+import { writeAtomic } from './report.js';
+
+function esc(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+type Sample = { labels: Record<string, string>; value: number };
+
+const HELP: Record<string, [string, string]> = {
+  quiesce_last_run_timestamp_seconds: ['gauge', 'When the guest was last part of a run.'],
+  quiesce_last_success_timestamp_seconds: ['gauge', 'When the guest last had a successful backup.'],
+  quiesce_last_run_success: ['gauge', '1 if the last run of the guest succeeded, else 0.'],
+  quiesce_frozen_window_seconds: ['gauge', 'Frozen window of the last run (freeze sent to thaw proven).'],
+  quiesce_thaw_proven: ['gauge', '1 if the last thaw was proven, 0 if the guest may still be frozen.'],
+  quiesce_step_duration_seconds: ['gauge', 'Duration of each step of the last run.'],
+  quiesce_consistency_level: ['gauge', 'Consistency of the last backup: 3 application, 2 filesystem, 1 crash, 0 none.'],
+  quiesce_run_exit_code: ['gauge', 'Exit code of the last run of the job.'],
+};
+
+const LEVEL = { application: 3, filesystem: 2, crash: 1, none: 0 } as const;
+
+/**
+ * node_exporter textfile-collector format. Samples of other jobs and guests
+ * already in the file are kept; the last success time survives failed runs.
+ */
+export function writeMetrics(path: string, report: RunReport): void {
+  const existing = parse(path);
+  const now = Date.parse(report.endedAt) / 1000;
+  const mine = (s: Sample) => s.labels['job'] === report.job;
+  const keepSuccess = new Map(
+    existing
+      .filter((e) => e.name === 'quiesce_last_success_timestamp_seconds' && mine(e.sample))
+      .map((e) => [e.sample.labels['guest'], e.sample.value]),
+  );
+  const out = existing.filter((e) => !mine(e.sample));
+  const add = (name: string, labels: Record<string, string>, value: number) =>
+    out.push({ name, sample: { labels, value } });
+  add('quiesce_run_exit_code', { job: report.job }, report.exitCode);
+  for (const g of report.guests) {
+    const l = { job: report.job, guest: g.guest };
+    add('quiesce_last_run_timestamp_seconds', l, now);
+    add('quiesce_last_run_success', l, g.ok ? 1 : 0);
+    const lastOk = g.ok ? now : keepSuccess.get(g.guest);
+    if (lastOk !== undefined) add('quiesce_last_success_timestamp_seconds', l, lastOk);
+    if (g.frozenWindowMs !== undefined) add('quiesce_frozen_window_seconds', l, g.frozenWindowMs / 1000);
+    if (g.thawProven !== undefined) add('quiesce_thaw_proven', l, g.thawProven ? 1 : 0);
+    add('quiesce_consistency_level', l, LEVEL[g.consistency]);
+    for (const s of g.steps) add('quiesce_step_duration_seconds', { ...l, step: s.name }, s.durationMs / 1000);
+  }
+  const lines: string[] = [];
+  for (const name of Object.keys(HELP)) {
+    const samples = out.filter((e) => e.name === name);
+    if (!samples.length) continue;
+    lines.push(`# HELP ${name} ${HELP[name]![1]}`, `# TYPE ${name} ${HELP[name]![0]}`);
+    for (const { sample } of samples) {
+      const labels = Object.entries(sample.labels)
+        .map(([k, v]) => `${k}="${esc(v)}"`)
+        .join(',');
+      lines.push(`${name}{${labels}} ${sample.value}`);
+    }
+  }
+  writeAtomic(path, `${lines.join('\n')}\n`);
+}
+
+function parse(path: string): { name: string; sample: Sample }[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: { name: string; sample: Sample }[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^(quiesce_[a-z_]+)\{(.*)\} (\S+)$/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const l of m[2]!.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
+      labels[l[1]!] = l[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+    out.push({ name: m[1]!, sample: { labels, value: Number(m[3]) } });
+  }
+  return out;
+}

@@ -1,0 +1,156 @@
+import { randomBytes } from 'node:crypto';
+import { QuiesceError } from '../errors.js';
+import { describeConnector, type ConnectorSpec } from '../guest/connect.js';
+import { fillArgv, fillPlaceholders, timeValues, type PlaceholderValues } from '../config/placeholders.js';
+import type { FailurePolicy, PruneConfig, ResolvedConfig, ResolvedGuest, Timeouts } from '../config/types.js';
+
+/** A command step with its argv resolved for this run. */
+export interface PlannedCommand {
+  readonly argv: readonly string[];
+  readonly timeoutMs: number;
+}
+
+/** Everything run() will do for one guest. */
+export interface GuestPlan {
+  readonly name: string;
+  readonly address: string;
+  readonly connector: ConnectorSpec;
+  /** Mountpoints to freeze, or 'all'. */
+  readonly freeze: 'all' | readonly string[];
+  readonly timeouts: Timeouts;
+  readonly maxReplyBytes: number;
+  readonly preHooks: readonly PlannedCommand[];
+  /** Runs inside the frozen window; its timeout never exceeds the budget. */
+  readonly snapshot: PlannedCommand;
+  readonly backup: PlannedCommand | undefined;
+  readonly verify: PlannedCommand | undefined;
+  readonly prune: (PruneConfig & { readonly match: string }) | undefined;
+  readonly postHooks: readonly PlannedCommand[];
+}
+
+/** A guest on its own, or a consistency group frozen together. */
+export interface UnitPlan {
+  readonly kind: 'guest' | 'group';
+  /** For groups: "groupN:a+b". */
+  readonly name: string;
+  readonly guests: readonly GuestPlan[];
+}
+
+export interface Plan {
+  readonly runId: string;
+  readonly job: string;
+  readonly createdAt: string;
+  readonly configSource: string;
+  readonly stateDir: string;
+  readonly budgetMs: number;
+  readonly concurrency: number;
+  readonly failurePolicy: FailurePolicy;
+  readonly units: readonly UnitPlan[];
+  readonly notify: PlannedCommand | undefined;
+}
+
+export function newRunId(now: Date): string {
+  return `${timeValues(now).timestamp}-${randomBytes(3).toString('hex')}`;
+}
+
+/**
+ * The whole run, decided up front: per guest the ordered steps with resolved
+ * argv and timeouts. Pure: the same inputs give the same plan; `quiesce plan`
+ * prints it and `quiesce run` executes the same object.
+ */
+export function plan(config: ResolvedConfig, jobName: string, opts: { runId: string; now: Date }): Plan {
+  const job = config.jobs.get(jobName);
+  if (!job) {
+    const known = [...config.jobs.keys()];
+    throw new QuiesceError(
+      'CONFIG',
+      `no job named '${jobName}' in ${config.source}${known.length ? ` (jobs: ${known.join(', ')})` : ''}`,
+    );
+  }
+  const base = { job: job.name, runId: opts.runId, stateDir: config.stateDir, ...timeValues(opts.now) };
+  const guestPlan = (name: string): GuestPlan =>
+    planGuest(config.guests.get(name)!, { ...base, guest: name }, job.budgetMs);
+  const units: UnitPlan[] = [
+    ...job.groups.map((members, i) => ({
+      kind: 'group' as const,
+      name: `group${i + 1}:${members.join('+')}`,
+      guests: members.map(guestPlan),
+    })),
+    ...job.guests.map((g) => ({ kind: 'guest' as const, name: g, guests: [guestPlan(g)] })),
+  ];
+  return {
+    runId: opts.runId,
+    job: job.name,
+    createdAt: opts.now.toISOString(),
+    configSource: config.source,
+    stateDir: config.stateDir,
+    budgetMs: job.budgetMs,
+    concurrency: job.concurrency,
+    failurePolicy: job.failurePolicy,
+    units,
+    notify: job.notify ? { argv: fillArgv(job.notify, { ...base, guest: '' }), timeoutMs: 60_000 } : undefined,
+  };
+}
+
+function planGuest(g: ResolvedGuest, values: PlaceholderValues, budgetMs: number): GuestPlan {
+  const cmd = (argv: readonly string[], timeoutMs: number): PlannedCommand => ({
+    argv: fillArgv(argv, values),
+    timeoutMs,
+  });
+  return {
+    name: g.name,
+    address: describeConnector(g.connector),
+    connector: g.connector,
+    freeze: g.freeze,
+    timeouts: g.timeouts,
+    maxReplyBytes: g.maxReplyBytes,
+    preHooks: g.hooks.pre.map((h) => cmd(h, g.timeouts.commandMs * 6)),
+    snapshot: cmd(g.snapshot.argv, Math.min(g.snapshot.timeoutMs, budgetMs)),
+    backup: g.backup ? cmd(g.backup.argv, g.backup.timeoutMs) : undefined,
+    verify: g.verify ? cmd(g.verify.argv, g.verify.timeoutMs) : undefined,
+    prune: g.prune ? { ...g.prune, match: fillPlaceholders(g.prune.match, values) } : undefined,
+    postHooks: g.hooks.post.map((h) => cmd(h, g.timeouts.commandMs * 6)),
+  };
+}
+
+/** The plan as readable lines (for `quiesce plan`). */
+export function formatPlan(p: Plan): string {
+  const ms = (n: number) => (n % 1000 === 0 ? `${n / 1000}s` : `${n}ms`);
+  const argv = (a: readonly string[]) =>
+    a.map((x) => (/^[\w@%+=:,./-]+$/.test(x) ? x : `'${x.replace(/'/g, `'\\''`)}'`)).join(' ');
+  const out: string[] = [
+    `job ${p.job} (run ${p.runId}) from ${p.configSource}`,
+    `budget ${ms(p.budgetMs)} frozen per unit, concurrency ${p.concurrency}, on failure: ${p.failurePolicy}, state in ${p.stateDir}`,
+  ];
+  for (const u of p.units) {
+    out.push(
+      '',
+      u.kind === 'group'
+        ? `consistency group ${u.name}: freeze all, snapshot all, thaw all in reverse order`
+        : `guest ${u.name}`,
+    );
+    for (const g of u.guests) {
+      const pre = u.kind === 'group' ? `  [${g.name}] ` : '  ';
+      let n = 1;
+      const line = (s: string) => out.push(`${pre}${n++}. ${s}`);
+      line(`connect ${g.address} and sync (timeout ${ms(g.timeouts.connectMs)})`);
+      line('preflight: freeze commands enabled, status thawed, mountpoints exist');
+      for (const h of g.preHooks) line(`pre-hook: ${argv(h.argv)} (timeout ${ms(h.timeoutMs)})`);
+      line(
+        `freeze ${g.freeze === 'all' ? 'all filesystems' : g.freeze.join(', ')} (timeout ${ms(g.timeouts.freezeMs)}) — budget ${ms(p.budgetMs)} starts`,
+      );
+      line(`snapshot: ${argv(g.snapshot.argv)} (timeout ${ms(g.snapshot.timeoutMs)})`);
+      line(`thaw (timeout ${ms(g.timeouts.thawMs)}, retried), prove: status thawed and thaw count = freeze count`);
+      if (g.backup) line(`backup: ${argv(g.backup.argv)} (timeout ${ms(g.backup.timeoutMs)})`);
+      if (g.verify) line(`verify: ${argv(g.verify.argv)} (timeout ${ms(g.verify.timeoutMs)})`);
+      if (g.prune) {
+        line(
+          `prune ${g.prune.dir}/${g.prune.match}: keep last ${g.prune.keepLast}, daily ${g.prune.keepDaily}, weekly ${g.prune.keepWeekly}`,
+        );
+      }
+      for (const h of g.postHooks) line(`post-hook: ${argv(h.argv)} (timeout ${ms(h.timeoutMs)})`);
+    }
+  }
+  if (p.notify) out.push('', `notify: ${argv(p.notify.argv)}`);
+  return `${out.join('\n')}\n`;
+}

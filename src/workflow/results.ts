@@ -1,0 +1,60 @@
+/** What a backup can be trusted for: application (hooks ran and frozen), filesystem (frozen), crash (taken without a freeze), none (no snapshot). */
+export type Consistency = 'application' | 'filesystem' | 'crash' | 'none';
+
+export interface StepResult {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly startedAt: string;
+  readonly durationMs: number;
+  readonly error?: string;
+}
+
+export interface GuestResult {
+  readonly guest: string;
+  readonly address: string;
+  readonly unit: string;
+  ok: boolean;
+  consistency: Consistency;
+  /** Filesystems the agent reported frozen; undefined when no freeze was attempted. */
+  frozenFilesystems?: number;
+  thawedFilesystems?: number;
+  /** true: status thawed and counts match; false: the guest may still be frozen; undefined: never frozen. */
+  thawProven?: boolean;
+  /** From sending the freeze to the thaw's reply (an upper bound of the real window). */
+  frozenWindowMs?: number;
+  freezeMs?: number;
+  steps: StepResult[];
+  errors: string[];
+}
+
+export interface UnitResult {
+  readonly name: string;
+  readonly kind: 'guest' | 'group';
+  ok: boolean;
+  budgetExceeded: boolean;
+  /** Groups: time between the first and the last member being frozen. */
+  skewMs?: number;
+  frozenWindowMs?: number;
+}
+
+export interface RecoveryResult {
+  readonly guest: string;
+  readonly runId: string;
+  readonly ok: boolean;
+  readonly thawed?: number;
+  readonly error?: string;
+}
+
+export interface RunReport {
+  readonly runId: string;
+  readonly job: string;
+  readonly configSource: string;
+  readonly startedAt: string;
+  endedAt: string;
+  durationMs: number;
+  exitCode: number;
+  interruptedBy?: string;
+  readonly recovered: RecoveryResult[];
+  readonly units: UnitResult[];
+  readonly guests: GuestResult[];
+}
