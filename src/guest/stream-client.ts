@@ -62,14 +62,26 @@ export class StreamAgentClient implements GuestAgent {
 
   /** Runs one command; commands queue behind each other. */
   execute(command: string, args?: Record<string, unknown>, opts: ExecOptions = {}): Promise<unknown> {
+    // Syncing before a command never waits longer than the command itself may.
+    const syncMs = Math.min(
+      this.opts.syncTimeoutMs ?? defaultTimeout('guest-sync-delimited'),
+      opts.timeoutMs ?? defaultTimeout(command),
+    );
     return this.serial(() =>
-      this.withRetry(async () => this.run(command, args, opts), SAFE_TO_RETRY.has(command), opts.signal),
+      this.withRetry(async () => this.run(command, args, opts), SAFE_TO_RETRY.has(command), opts.signal, syncMs),
     );
   }
 
   /** Connects (if needed) and proves the channel is in sync. */
   connect(): Promise<void> {
-    return this.serial(() => this.withRetry(async () => undefined, true, undefined));
+    return this.serial(() =>
+      this.withRetry(
+        async () => undefined,
+        true,
+        undefined,
+        this.opts.syncTimeoutMs ?? defaultTimeout('guest-sync-delimited'),
+      ),
+    );
   }
 
   async close(): Promise<void> {
@@ -89,10 +101,15 @@ export class StreamAgentClient implements GuestAgent {
    * Connecting and syncing change nothing in the guest, so they are retried;
    * the command itself only when `repeatable` (never a freeze).
    */
-  private withRetry<T>(command: () => Promise<T>, repeatable: boolean, signal: AbortSignal | undefined): Promise<T> {
+  private withRetry<T>(
+    command: () => Promise<T>,
+    repeatable: boolean,
+    signal: AbortSignal | undefined,
+    syncMs: number,
+  ): Promise<T> {
     return pRetry(
       async () => {
-        await this.ensureSynced();
+        await this.ensureSynced(syncMs);
         try {
           return await command();
         } catch (err) {
@@ -123,10 +140,10 @@ export class StreamAgentClient implements GuestAgent {
     );
   }
 
-  private async ensureSynced(): Promise<void> {
+  private async ensureSynced(syncMs: number): Promise<void> {
     if (this.closed) throw new QuiesceError('CHANNEL_GONE', `${this.address}: client closed`, { guest: this.address });
     if (!this.channel) await this.attach();
-    if (!this.synced) await this.sync();
+    if (!this.synced) await this.sync(undefined, syncMs);
   }
 
   private async attach(): Promise<void> {

@@ -99,6 +99,19 @@ export class GuestRun {
     await this.step('preflight', async () => {
       const caps = parseCapabilities(await this.exec('guest-info'));
       this.caps = caps;
+      // Status first: a frozen agent disables the freeze commands, and "already frozen" is the real news.
+      if (isEnabled(caps, 'guest-fsfreeze-status')) {
+        const status = await this.exec('guest-fsfreeze-status');
+        if (status !== 'thawed') {
+          throw new QuiesceError(
+            'ALREADY_FROZEN',
+            `the guest is already frozen (status ${String(status)}): another tool or a crashed run froze it; see 'quiesce recover'`,
+            {
+              guest: g.name,
+            },
+          );
+        }
+      }
       const freezeCommand = g.freeze === 'all' ? 'guest-fsfreeze-freeze' : 'guest-fsfreeze-freeze-list';
       for (const c of [freezeCommand, 'guest-fsfreeze-thaw', 'guest-fsfreeze-status']) {
         if (!isEnabled(caps, c)) {
@@ -108,16 +121,6 @@ export class GuestRun {
             { guest: g.name },
           );
         }
-      }
-      const status = await this.exec('guest-fsfreeze-status');
-      if (status !== 'thawed') {
-        throw new QuiesceError(
-          'ALREADY_FROZEN',
-          `the guest is already frozen (status ${String(status)}): another tool or a crashed run froze it; see 'quiesce recover'`,
-          {
-            guest: g.name,
-          },
-        );
       }
       if (g.freeze !== 'all' && isEnabled(caps, 'guest-get-fsinfo')) {
         // The reference silently ignores a listed path that is not a mount; catch it before freezing.
@@ -189,6 +192,8 @@ export class GuestRun {
             retries: 4,
             minTimeout: 250,
             maxTimeout: 2000,
+            // Retries end at a deadline: a guest that never answers becomes a clear failure, not a hang.
+            maxRetryTime: g.timeouts.thawMs * 4,
             onFailedAttempt: ({ error, attemptNumber }) => {
               // A lost reply may have thawed: counts can no longer be compared.
               if (!(error instanceof AgentError)) lostReply = true;
