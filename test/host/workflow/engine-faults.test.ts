@@ -173,7 +173,7 @@ for (const kind of KINDS) {
     // qemu-ga thaws every mount of its machine; two of them on one kernel thaw each other's filesystems,
     // so a group on one host is only meaningful with quiesce-agent's include list (real guests have their own kernels).
     const groupTest = kind === 'qemu-ga' ? undefined : test;
-    groupTest?.('a consistency group freezes both, reports the skew, thaws both', async () => {
+    void groupTest?.('a consistency group freezes both, reports the skew, thaws both', async () => {
       const { report, events } = await run({
         guests: { a: guest(agentA, fsA, ['sleep', '0.2']), b: guest(agentB, fsB, ['sleep', '0.2']) },
         jobs: { j: { groups: [['a', 'b']] } },
