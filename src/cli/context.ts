@@ -14,12 +14,21 @@ export interface GlobalOptions {
 /** Shared by every subcommand: the logger, the config (once, validated), recovery first. */
 export class CliContext {
   readonly log: Log & { flush(): void };
-  /** True while a filesystem of this machine is frozen (--local): the log waits in memory. */
-  localFrozen = false;
+  /**
+   * Frozen windows open right now. While any is, log lines wait in memory:
+   * nothing is written while frozen (in --local mode stderr may sit on the
+   * frozen filesystem) and writing costs no time inside the window.
+   */
+  openWindows = 0;
+
+  readonly onWindow = (open: boolean): void => {
+    this.openWindows += open ? 1 : -1;
+    if (this.openWindows === 0) this.log.flush();
+  };
   readonly events: LogEvent[] = [];
 
   constructor(readonly opts: GlobalOptions) {
-    this.log = createLogger({ verbose: opts.verbose ?? false, capture: this.events, hold: () => this.localFrozen });
+    this.log = createLogger({ verbose: opts.verbose ?? false, capture: this.events, hold: () => this.openWindows > 0 });
   }
 
   loadConfig(): Promise<ResolvedConfig> {

@@ -1,4 +1,4 @@
-import { execa } from 'execa';
+import { runInWindow } from '../workflow/command.js';
 import { QuiesceError } from '../errors.js';
 import { describeConnector, type ConnectorSpec } from '../guest/connect.js';
 import { DEFAULTS } from '../config/load.js';
@@ -85,36 +85,46 @@ export async function freezeAndRun(
         journal: new Journal(o.stateDir),
         signals,
         log: ctx.log,
-        onWindow: (open) => {
-          if (o.local) ctx.localFrozen = open;
-        },
+        onWindow: ctx.onWindow,
       },
       async (m, signal) => {
-        const [file, ...args] = cmd;
-        const r = await execa(file!, args, {
+        const r = await runInWindow(cmd, {
+          timeoutMs: budgetMs,
+          signal,
+          guest: name,
+          step: 'command',
+          log: ctx.log,
           stdio: 'inherit',
-          cancelSignal: signal,
-          reject: false,
-          forceKillAfterDelay: 2000,
         });
-        cmdStatus = r.exitCode ?? (r.signal ? 128 : 1);
-        if (r.failed && r.exitCode === undefined)
-          m.result.errors.push(`${file} ${r.isCanceled ? 'was cancelled' : 'failed'}: ${r.shortMessage}`);
+        if (r.exitCode !== undefined && !r.cancelled && !r.timedOut) cmdStatus = r.exitCode;
+        else m.result.errors.push(r.error ?? 'the command failed');
       },
     );
-    ctx.localFrozen = false;
-    ctx.log.flush();
-    if (run.result.thawProven === false) return EXIT.THAW_UNPROVEN;
-    if (signals.received) return signals.exitCode()!;
-    if (!run.freezeAttempted || (run.result.errors.length > 0 && cmdStatus === undefined)) return EXIT.FAILED;
-    if (outcome.budgetExceeded) return EXIT.FAILED;
-    return cmdStatus ?? EXIT.FAILED;
+    const code = freezeExitCode(run, outcome.budgetExceeded, signals.exitCode(), cmdStatus);
+    if (ctx.opts.json) {
+      ctx.print(
+        { ...run.result, exitCode: code, commandStatus: cmdStatus ?? null, budgetExceeded: outcome.budgetExceeded },
+        '',
+      );
+    }
+    return code;
   } finally {
-    ctx.localFrozen = false;
     ctx.log.flush();
     signals.uninstall();
     await run.close();
   }
+}
+
+function freezeExitCode(
+  run: GuestRun,
+  budgetExceeded: boolean,
+  signalExit: number | undefined,
+  cmdStatus: number | undefined,
+): number {
+  if (run.result.thawProven === false) return EXIT.THAW_UNPROVEN;
+  if (signalExit !== undefined) return signalExit;
+  if (!run.freezeAttempted || budgetExceeded || cmdStatus === undefined) return EXIT.FAILED;
+  return cmdStatus;
 }
 
 function usage(message: string): QuiesceError {

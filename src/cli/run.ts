@@ -30,7 +30,7 @@ export async function runJob(
   const signals = new SignalGuard(ctx.log).install();
   try {
     const recovered = await ctx.recover(config.stateDir);
-    const report = await execute(p, { log: ctx.log, signals, recovered, lockWaitMs: 0 });
+    const report = await execute(p, { log: ctx.log, signals, recovered, lockWaitMs: 0, onWindow: ctx.onWindow });
     const file = writeReport(config.stateDir, report);
     const metrics = opts.metricsFile ?? config.metricsFile;
     if (metrics) writeMetrics(metrics, report);

@@ -101,43 +101,56 @@ export class StreamAgentClient implements GuestAgent {
    * Connecting and syncing change nothing in the guest, so they are retried;
    * the command itself only when `repeatable` (never a freeze).
    */
-  private withRetry<T>(
+  private async withRetry<T>(
     command: () => Promise<T>,
     repeatable: boolean,
     signal: AbortSignal | undefined,
     syncMs: number,
   ): Promise<T> {
-    return pRetry(
-      async () => {
-        await this.ensureSynced(syncMs);
-        try {
-          return await command();
-        } catch (err) {
-          if (err instanceof QuiesceError && err.code !== 'AGENT_ERROR') {
-            this.synced = false;
-            this.mode = { kind: 'discard' };
-          }
-          if (repeatable) throw err;
-          throw new AbortError(err as Error);
+    const attempt = async (): Promise<T> => {
+      await this.ensureSynced(syncMs);
+      try {
+        return await command();
+      } catch (err) {
+        if (err instanceof QuiesceError && err.code !== 'AGENT_ERROR') {
+          this.synced = false;
+          this.mode = { kind: 'discard' };
         }
+        if (repeatable) throw err;
+        throw new AbortError(err as Error);
+      }
+    };
+    // The common case — connected, in sync, answered — takes no detour through the retry machinery.
+    if (this.channel && this.synced && !signal?.aborted) {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (err instanceof AbortError) throw err.originalError;
+        if (!isTransient(err) || this.closed) throw err;
+        this.opts.onEvent?.({
+          kind: 'guest-reconnect',
+          address: this.address,
+          attempt: 1,
+          reason: (err as Error).message,
+        });
+      }
+    }
+    return pRetry(attempt, {
+      retries: this.opts.retries ?? 2,
+      minTimeout: 200,
+      maxTimeout: 2000,
+      ...(signal ? { signal } : {}),
+      shouldRetry: ({ error }) => isTransient(error) && !this.closed,
+      onFailedAttempt: ({ error, attemptNumber }) => {
+        if (!isTransient(error)) return;
+        this.opts.onEvent?.({
+          kind: 'guest-reconnect',
+          address: this.address,
+          attempt: attemptNumber,
+          reason: error.message,
+        });
       },
-      {
-        retries: this.opts.retries ?? 2,
-        minTimeout: 200,
-        maxTimeout: 2000,
-        ...(signal ? { signal } : {}),
-        shouldRetry: ({ error }) => isTransient(error) && !this.closed,
-        onFailedAttempt: ({ error, attemptNumber }) => {
-          if (!isTransient(error)) return;
-          this.opts.onEvent?.({
-            kind: 'guest-reconnect',
-            address: this.address,
-            attempt: attemptNumber,
-            reason: error.message,
-          });
-        },
-      },
-    );
+    });
   }
 
   private async ensureSynced(syncMs: number): Promise<void> {

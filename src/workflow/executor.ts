@@ -16,6 +16,8 @@ export interface RunDeps {
   readonly agentFactory?: AgentFactory;
   readonly lockWaitMs?: number;
   readonly recovered?: RecoveryResult[];
+  /** Told when a frozen window opens and closes (the CLI holds its log meanwhile). */
+  readonly onWindow?: (open: boolean) => void;
 }
 
 /** Executes a plan: units with bounded concurrency; one unit's failure never delays another's thaw. */
@@ -101,8 +103,9 @@ async function runUnit(
           journal: deps.journal,
           signals: deps.signals,
           log: deps.log,
+          ...(deps.onWindow ? { onWindow: deps.onWindow } : {}),
         },
-        (m, signal) => m.command('snapshot', m.plan.snapshot, signal),
+        (m, signal) => m.command('snapshot', m.plan.snapshot, signal, true),
       );
       snapshotOk = outcome.snapshotOk;
       unit.budgetExceeded = outcome.budgetExceeded;

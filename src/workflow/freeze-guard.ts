@@ -3,6 +3,7 @@ import type { Log } from '../log/logger.js';
 import type { GuestRun } from './guest-run.js';
 import type { Journal } from './journal.js';
 import type { SignalGuard } from './signals.js';
+import { warmUpSpawn } from './command.js';
 
 export interface GuardOutcome {
   readonly snapshotOk: boolean;
@@ -40,6 +41,7 @@ export async function freezeGuard(
   let snapshotOk = false;
   let skewMs: number | undefined;
   let snapshots: Promise<unknown> | undefined;
+  let windowOpen = false;
   const t0 = performance.now();
 
   for (const m of members) {
@@ -54,6 +56,7 @@ export async function freezeGuard(
   ctx.signals.register(abort);
   try {
     for (const m of members) await m.armWatchdog(ctx.budgetMs);
+    await warmUpSpawn();
     if (abort.signal.aborted) throw new QuiesceError('INTERRUPTED', 'interrupted before the freeze');
 
     budgetTimer = setTimeout(() => {
@@ -63,6 +66,7 @@ export async function freezeGuard(
     }, ctx.budgetMs);
 
     ctx.onWindow?.(true);
+    windowOpen = true;
     const frozen = await Promise.allSettled(members.map((m) => m.freeze()));
     const failed = frozen.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -90,7 +94,7 @@ export async function freezeGuard(
     clearTimeout(budgetTimer);
     const attempted = members.filter((m) => m.freezeAttempted).reverse();
     await Promise.all(attempted.map((m) => m.thawAndProve()));
-    ctx.onWindow?.(false);
+    if (windowOpen) ctx.onWindow?.(false);
     for (const m of members) {
       if (!m.freezeAttempted || m.result.thawProven) ctx.journal.remove(ctx.runId, m.plan.name);
     }

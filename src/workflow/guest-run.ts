@@ -11,7 +11,7 @@ import { guestAgent } from '../guest/connect.js';
 import { acquireGuestLock, type HeldLock } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';
-import { runCommand } from './command.js';
+import { runCommand, runInWindow } from './command.js';
 import type { GuestPlan, PlannedCommand } from './plan.js';
 import type { GuestResult } from './results.js';
 
@@ -32,6 +32,7 @@ export class GuestRun {
   private lock: HeldLock | undefined;
   private freezeSentAt: number | undefined;
   frozenAt: number | undefined;
+  private thawedAt: number | undefined;
   freezeAttempted = false;
   hooksRan = false;
 
@@ -74,10 +75,10 @@ export class GuestRun {
     }
   }
 
-  /** A command step; a non-zero exit is an error. */
-  async command(name: string, c: PlannedCommand, signal?: AbortSignal): Promise<void> {
+  /** A command step; a non-zero exit is an error. `inWindow`: it runs while frozen (the lean runner). */
+  async command(name: string, c: PlannedCommand, signal?: AbortSignal, inWindow = false): Promise<void> {
     await this.step(name, async () => {
-      const r = await runCommand(c.argv, {
+      const r = await (inWindow ? runInWindow : runCommand)(c.argv, {
         timeoutMs: c.timeoutMs,
         guest: this.plan.name,
         step: name,
@@ -160,7 +161,7 @@ export class GuestRun {
         : this.exec('guest-fsfreeze-freeze-list', { mountpoints: [...g.freeze] }, g.timeouts.freezeMs))) as number;
       this.frozenAt = performance.now();
       this.result.frozenFilesystems = n;
-      this.result.freezeMs = Math.round(this.frozenAt - this.freezeSentAt);
+      this.result.freezeMs = Math.round((this.frozenAt - this.freezeSentAt) * 100) / 100;
       this.log({ kind: 'frozen', guest: g.name, filesystems: n, freezeMs: this.result.freezeMs });
       if (g.freeze !== 'all' && n < g.freeze.length) {
         throw new QuiesceError(
@@ -183,24 +184,30 @@ export class GuestRun {
     let lostReply = false;
     try {
       await this.step('thaw', async () => {
-        await pRetry(
-          async () => {
-            const n = (await this.exec('guest-fsfreeze-thaw', undefined, g.timeouts.thawMs)) as number;
-            thawed = (thawed ?? 0) + n;
-          },
-          {
-            retries: 4,
+        const thawOnce = async (): Promise<void> => {
+          const n = (await this.exec('guest-fsfreeze-thaw', undefined, g.timeouts.thawMs)) as number;
+          this.thawedAt = performance.now();
+          thawed = (thawed ?? 0) + n;
+        };
+        const failed = (error: Error, attemptNumber: number): void => {
+          // A lost reply may have thawed: counts can no longer be compared.
+          if (!(error instanceof AgentError)) lostReply = true;
+          this.log({ kind: 'thaw-retry', guest: g.name, attempt: attemptNumber, error: error.message });
+        };
+        // First attempt straight away (it ends the frozen window); the retry machinery only after a failure.
+        try {
+          await thawOnce();
+        } catch (err) {
+          failed(err as Error, 1);
+          await pRetry(thawOnce, {
+            retries: 3,
             minTimeout: 250,
             maxTimeout: 2000,
             // Retries end at a deadline: a guest that never answers becomes a clear failure, not a hang.
-            maxRetryTime: g.timeouts.thawMs * 4,
-            onFailedAttempt: ({ error, attemptNumber }) => {
-              // A lost reply may have thawed: counts can no longer be compared.
-              if (!(error instanceof AgentError)) lostReply = true;
-              this.log({ kind: 'thaw-retry', guest: g.name, attempt: attemptNumber, error: error.message });
-            },
-          },
-        );
+            maxRetryTime: g.timeouts.thawMs * 3,
+            onFailedAttempt: ({ error, attemptNumber }) => failed(error, attemptNumber + 1),
+          });
+        }
       });
       await this.step('prove-thaw', async () => {
         const status = await pRetry(() => this.exec('guest-fsfreeze-status'), { retries: 2, minTimeout: 200 });
@@ -223,8 +230,10 @@ export class GuestRun {
       this.log({ kind: 'thaw-failed', guest: g.name, error: (err as Error).message });
     } finally {
       this.result.thawedFilesystems = thawed;
-      if (this.freezeSentAt !== undefined)
-        this.result.frozenWindowMs = Math.round(performance.now() - this.freezeSentAt);
+      // The window ends with the thaw's reply (or now, if no thaw was confirmed).
+      if (this.freezeSentAt !== undefined) {
+        this.result.frozenWindowMs = Math.round(((this.thawedAt ?? performance.now()) - this.freezeSentAt) * 100) / 100;
+      }
       this.log({
         kind: 'thawed',
         guest: g.name,
