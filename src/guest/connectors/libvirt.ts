@@ -31,8 +31,9 @@ export class LibvirtAgent implements GuestAgent {
       'qemu-agent-command',
       this.target.domain,
       request,
-      // --async: libvirt does not wait for a reply (there is none on success).
-      ...(noReply ? ['--async'] : ['--timeout', String(Math.max(1, Math.ceil(timeoutMs / 1000)))]),
+      // No --async for no-reply commands: libvirt 9 refuses it ("not available for now"); silence is handled below.
+      '--timeout',
+      String(Math.max(1, Math.ceil(timeoutMs / 1000))),
     ];
     const r = await execa(this.target.virsh ?? 'virsh', argv, {
       reject: false,
@@ -45,7 +46,17 @@ export class LibvirtAgent implements GuestAgent {
         guest: this.address,
       });
     }
-    if (r.exitCode !== 0) throw this.failure(command, r.stderr);
+    if (r.exitCode !== 0) {
+      const err = this.failure(command, r.stderr);
+      // No reply is success for shutdown/suspend: libvirt reports the guest going away or staying silent.
+      if (
+        noReply &&
+        !(err instanceof AgentError) &&
+        /End of file from agent socket|not responding|disappeared/i.test(r.stderr)
+      )
+        return undefined;
+      throw err;
+    }
     if (noReply) return undefined;
     try {
       const reply = JSON.parse(r.stdout) as { return?: unknown };

@@ -82,7 +82,7 @@ describe(
           },
         },
         // One at a time: qemu-ga thaws every mount of its machine, and both "guests" share this kernel.
-      jobs: { nightly: { guests: ['a', 'b'], budget: '5s', concurrency: 1 } },
+        jobs: { nightly: { guests: ['a', 'b'], budget: '5s', concurrency: 1 } },
         ...extra,
       };
       const file = join(dir, `${name}.json`);
