@@ -26,6 +26,8 @@ export function processStart(pid: number): string | undefined {
   }
 }
 
+let ownStart: string | undefined;
+
 /** True while the process that wrote `r` is still running. */
 export function ownerAlive(r: JournalRecord): boolean {
   return processStart(r.pid) === r.pidStart;
@@ -62,7 +64,7 @@ export class Journal {
       version: 1,
       ...r,
       pid: process.pid,
-      pidStart: processStart(process.pid) ?? '',
+      pidStart: (ownStart ??= processStart(process.pid) ?? ''),
       startedAt: new Date().toISOString(),
     };
     const path = this.file(r.runId, r.guest);
@@ -77,10 +79,14 @@ export class Journal {
     return record;
   }
 
+  /**
+   * Not fsynced: if the removal is lost in a crash, recovery thaws a guest
+   * that is already thawed, which is harmless (the write before the freeze is
+   * the one that must be durable).
+   */
   remove(runId: string, guest: string): void {
     try {
       unlinkSync(this.file(runId, guest));
-      fsyncDir(this.dir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }

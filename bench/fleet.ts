@@ -1,0 +1,73 @@
+/**
+ * A fleet run: 200 guests (null agents in unix-listen mode that freeze
+ * nothing, all in one child process), concurrency 32, through the real engine
+ * (plan → execute: connect, preflight, freeze, snapshot `true`, thaw, prove).
+ * Prints orchestration time per guest (wall time / guests) and the host's
+ * peak RSS. Targets: under 5 ms per guest, under 200 MB.
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { resolveConfig } from '../src/config/load.js';
+import { execute } from '../src/workflow/executor.js';
+import { newRunId, plan } from '../src/workflow/plan.js';
+import { SignalGuard } from '../src/workflow/signals.js';
+import { captureLogger } from '../src/log/logger.js';
+
+const GUESTS = Number(process.env['FLEET_GUESTS'] ?? 200);
+const CONCURRENCY = Number(process.env['FLEET_CONCURRENCY'] ?? 32);
+
+const dir = mkdtempSync(join(tmpdir(), 'fleet-'));
+const agents = spawn(
+  process.execPath,
+  ['--import', 'tsx', fileURLToPath(new URL('./fleet/null-agents.ts', import.meta.url)), dir, String(GUESTS)],
+  {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  },
+);
+try {
+  await once(agents.stdout!, 'data');
+  const guests: Record<string, unknown> = {};
+  for (let i = 0; i < GUESTS; i++) {
+    guests[`g${i}`] = {
+      connector: { type: 'socket', path: join(dir, `agent-${i}.sock`) },
+      freeze: ['/data'],
+      snapshot: { provider: 'command', argv: ['true'] },
+    };
+  }
+  const config = resolveConfig(
+    {
+      stateDir: join(dir, 'state'),
+      guests,
+      jobs: { fleet: { guests: Object.keys(guests), concurrency: CONCURRENCY } },
+    },
+    'fleet',
+  );
+  const runs: { wallMs: number; rssMb: number; ok: number }[] = [];
+  for (let round = 0; round < 3; round++) {
+    const log = captureLogger();
+    const now = new Date();
+    const p = plan(config, 'fleet', { runId: newRunId(now), now });
+    const t0 = performance.now();
+    const report = await execute(p, { log, signals: new SignalGuard(log) });
+    const wallMs = performance.now() - t0;
+    const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
+    runs.push({ wallMs, rssMb: hwm, ok: report.guests.filter((g) => g.ok).length });
+  }
+  const best = runs.reduce((a, b) => (a.wallMs < b.wallMs ? a : b));
+  for (const [i, r] of runs.entries()) {
+    console.log(
+      `round ${i + 1}: ${r.ok}/${GUESTS} ok in ${r.wallMs.toFixed(0)} ms → ${(r.wallMs / GUESTS).toFixed(2)} ms per guest; peak RSS ${r.rssMb.toFixed(0)} MB`,
+    );
+  }
+  console.log(
+    `fleet: ${GUESTS} guests, concurrency ${CONCURRENCY}: orchestration ${(best.wallMs / GUESTS).toFixed(2)} ms per guest (target < 5 ms), peak RSS ${Math.max(...runs.map((r) => r.rssMb)).toFixed(0)} MB (target < 200 MB)`,
+  );
+  if (runs.some((r) => r.ok !== GUESTS)) process.exitCode = 1;
+} finally {
+  agents.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+}
