@@ -59,7 +59,7 @@ export async function freezeAndRun(
     timeouts: base?.timeouts ?? DEFAULTS.timeouts,
     maxReplyBytes: base?.maxReplyBytes ?? DEFAULTS.maxReplyBytes,
     preHooks: [],
-    snapshot: { argv: cmd, timeoutMs: budgetMs },
+    snapshot: { provider: 'command', argv: cmd, timeoutMs: budgetMs },
     backup: undefined,
     verify: undefined,
     prune: undefined,

@@ -105,7 +105,7 @@ async function runUnit(
           log: deps.log,
           ...(deps.onWindow ? { onWindow: deps.onWindow } : {}),
         },
-        (m, signal) => m.command('snapshot', m.plan.snapshot, signal, true),
+        (m, signal) => m.snapshot(signal, true),
       );
       snapshotOk = outcome.snapshotOk;
       unit.budgetExceeded = outcome.budgetExceeded;
@@ -123,7 +123,7 @@ async function runUnit(
             reason: (p.reason as Error).message,
           });
       }
-      const snaps = await Promise.allSettled(runs.map((r) => r.command('snapshot', r.plan.snapshot)));
+      const snaps = await Promise.allSettled(runs.map((r) => r.snapshot(undefined, false)));
       snapshotOk = snaps.every((s) => s.status === 'fulfilled');
       for (const r of runs) r.result.consistency = snapshotOk ? 'crash' : 'none';
     } else if (u.kind === 'group') {
@@ -150,6 +150,7 @@ async function runUnit(
 async function postSteps(r: GuestRun, log: Log): Promise<void> {
   const g = r.plan;
   try {
+    await r.completeSnapshot();
     if (g.backup) await r.command('backup', g.backup);
     if (g.verify) await r.command('verify', g.verify);
     if (g.prune) await r.step('prune', () => prune(g.name, g.prune!, { log, dryRun: false }));

@@ -11,7 +11,8 @@ import { guestAgent } from '../guest/connect.js';
 import { acquireGuestLock, type HeldLock } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';
-import { runCommand, runInWindow } from './command.js';
+import { runCommand } from './command.js';
+import { snapshotProvider, type SnapshotTaken } from '../snapshot/index.js';
 import type { GuestPlan, PlannedCommand } from './plan.js';
 import type { GuestResult } from './results.js';
 
@@ -32,6 +33,7 @@ export class GuestRun {
   private lock: HeldLock | undefined;
   private freezeSentAt: number | undefined;
   frozenAt: number | undefined;
+  private taken: SnapshotTaken | undefined;
   private thawedAt: number | undefined;
   freezeAttempted = false;
   hooksRan = false;
@@ -75,10 +77,10 @@ export class GuestRun {
     }
   }
 
-  /** A command step; a non-zero exit is an error. `inWindow`: it runs while frozen (the lean runner). */
-  async command(name: string, c: PlannedCommand, signal?: AbortSignal, inWindow = false): Promise<void> {
+  /** A command step outside the frozen window (hooks, backup, verify); a non-zero exit is an error. */
+  async command(name: string, c: PlannedCommand, signal?: AbortSignal): Promise<void> {
     await this.step(name, async () => {
-      const r = await (inWindow ? runInWindow : runCommand)(c.argv, {
+      const r = await runCommand(c.argv, {
         timeoutMs: c.timeoutMs,
         guest: this.plan.name,
         step: name,
@@ -87,6 +89,24 @@ export class GuestRun {
       });
       if (!r.ok) throw new QuiesceError('STEP_FAILED', r.error ?? `${name} failed`, { guest: this.plan.name });
     });
+  }
+
+  /** Takes the snapshot through the guest's provider; what it leaves running is completed after the thaw. */
+  async snapshot(signal: AbortSignal | undefined, inWindow: boolean): Promise<void> {
+    await this.step('snapshot', async () => {
+      this.taken = await snapshotProvider(this.plan.snapshot).take({
+        guest: this.plan.name,
+        log: this.log,
+        inWindow,
+        ...(signal ? { signal } : {}),
+      });
+    });
+  }
+
+  /** Outside the window: waits for what the snapshot left running (a block job copying). */
+  async completeSnapshot(): Promise<void> {
+    const complete = this.taken?.complete;
+    if (complete) await this.step('snapshot-complete', () => complete({ log: this.log }));
   }
 
   /** Lock the guest's channel, connect and sync, check the agent can freeze what the plan asks. */

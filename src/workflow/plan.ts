@@ -3,6 +3,7 @@ import { QuiesceError } from '../errors.js';
 import { describeConnector, type ConnectorSpec } from '../guest/connect.js';
 import { fillArgv, fillPlaceholders, timeValues, type PlaceholderValues } from '../config/placeholders.js';
 import type { FailurePolicy, PruneConfig, ResolvedConfig, ResolvedGuest, Timeouts } from '../config/types.js';
+import { snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
 
 /** A command step with its argv resolved for this run. */
 export interface PlannedCommand {
@@ -21,7 +22,7 @@ export interface GuestPlan {
   readonly maxReplyBytes: number;
   readonly preHooks: readonly PlannedCommand[];
   /** Runs inside the frozen window; its timeout never exceeds the budget. */
-  readonly snapshot: PlannedCommand;
+  readonly snapshot: PlannedSnapshot;
   readonly backup: PlannedCommand | undefined;
   readonly verify: PlannedCommand | undefined;
   readonly prune: (PruneConfig & { readonly match: string }) | undefined;
@@ -105,7 +106,7 @@ function planGuest(g: ResolvedGuest, values: PlaceholderValues, budgetMs: number
     timeouts: g.timeouts,
     maxReplyBytes: g.maxReplyBytes,
     preHooks: g.hooks.pre.map((h) => cmd(h, g.timeouts.commandMs * 6)),
-    snapshot: cmd(g.snapshot.argv, Math.min(g.snapshot.timeoutMs, budgetMs)),
+    snapshot: { provider: 'command', ...cmd(g.snapshot.argv, Math.min(g.snapshot.timeoutMs, budgetMs)) },
     backup: g.backup ? cmd(g.backup.argv, g.backup.timeoutMs) : undefined,
     verify: g.verify ? cmd(g.verify.argv, g.verify.timeoutMs) : undefined,
     prune: g.prune ? { ...g.prune, match: fillPlaceholders(g.prune.match, values) } : undefined,
@@ -139,7 +140,7 @@ export function formatPlan(p: Plan): string {
       line(
         `freeze ${g.freeze === 'all' ? 'all filesystems' : g.freeze.join(', ')} (timeout ${ms(g.timeouts.freezeMs)}) — budget ${ms(p.budgetMs)} starts`,
       );
-      line(`snapshot: ${argv(g.snapshot.argv)} (timeout ${ms(g.snapshot.timeoutMs)})`);
+      line(`snapshot (${g.snapshot.provider}): ${snapshotProvider(g.snapshot).describe()}`);
       line(`thaw (timeout ${ms(g.timeouts.thawMs)}, retried), prove: status thawed and thaw count = freeze count`);
       if (g.backup) line(`backup: ${argv(g.backup.argv)} (timeout ${ms(g.backup.timeoutMs)})`);
       if (g.verify) line(`verify: ${argv(g.verify.argv)} (timeout ${ms(g.verify.timeoutMs)})`);

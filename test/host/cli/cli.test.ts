@@ -142,7 +142,7 @@ describe(
       const r = quiesce(['plan', '--config', file]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /guest a\n {2}1\. connect unix:.*qga\.sock and sync/);
-      assert.match(r.stdout, /snapshot: echo a-nightly \(timeout 5s\)/);
+      assert.match(r.stdout, /snapshot \(command\): echo a-nightly \(timeout 5s\)/);
       assert.match(r.stdout, /freeze .*\/mnt \(timeout 60s\) — budget 5s starts/);
       const j = JSON.parse(quiesce(['plan', '--config', file, '--json']).stdout) as {
         units: { guests: { snapshot: { argv: string[] } }[] }[];
