@@ -4,7 +4,7 @@ import { defaultStateDir } from '../config/load.js';
 import { parseDuration } from '../config/duration.js';
 import { EXIT, exitCodeForError, exitTableText } from '../report/exit-codes.js';
 import { CliContext, type GlobalOptions } from './context.js';
-import { runJob, showPlan } from './run.js';
+import { pruneJob, runJob, showPlan } from './run.js';
 import { freezeAndRun } from './freeze.js';
 import { doctor, status, thaw } from './inspect.js';
 import { runDemo } from './demo.js';
@@ -56,6 +56,15 @@ export async function main(argv: readonly string[]): Promise<number> {
     .action(async (job: string | undefined, _o: unknown, cmd: Command) => {
       const ctx = ctxOf(cmd);
       code = showPlan(ctx, await ctx.loadConfig(), job);
+    });
+
+  program
+    .command('prune [job]')
+    .description("apply the guests' retention rules (keep last / daily / weekly) now; --dry-run only lists")
+    .option('--dry-run', 'list what would be kept and removed, remove nothing')
+    .action(async (job: string | undefined, o: { dryRun?: boolean }, cmd: Command) => {
+      const ctx = ctxOf(cmd);
+      code = await pruneJob(ctx, await ctx.loadConfig(), job, o.dryRun === true);
     });
 
   program

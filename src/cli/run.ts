@@ -6,6 +6,8 @@ import { writeMetrics } from '../report/metrics.js';
 import { writeReport } from '../report/report.js';
 import type { ResolvedConfig } from '../config/types.js';
 import { pickJob, type CliContext } from './context.js';
+import { prune } from '../workflow/prune.js';
+import { fillPlaceholders, timeValues } from '../config/placeholders.js';
 import { formatReport } from './summary.js';
 
 export interface RunOptions {
@@ -48,4 +50,46 @@ export function showPlan(ctx: CliContext, config: ResolvedConfig, jobArg: string
   const p = plan(config, pickJob(config, jobArg), { runId: newRunId(now), now });
   ctx.print(p, formatPlan(p));
   return 0;
+}
+
+/** `quiesce prune [JOB] [--dry-run]`: applies each guest's retention rules now (or only lists with --dry-run). */
+export async function pruneJob(
+  ctx: CliContext,
+  config: ResolvedConfig,
+  jobArg: string | undefined,
+  dryRun: boolean,
+): Promise<number> {
+  const job = config.jobs.get(pickJob(config, jobArg))!;
+  const names = [...job.guests, ...job.groups.flat()];
+  const results: { guest: string; keep: readonly string[]; remove: readonly string[]; error?: string }[] = [];
+  for (const name of names) {
+    const g = config.guests.get(name)!;
+    if (!g.prune) continue;
+    const now = new Date();
+    const match = fillPlaceholders(g.prune.match, {
+      guest: name,
+      job: job.name,
+      runId: '',
+      stateDir: config.stateDir,
+      ...timeValues(now),
+    });
+    try {
+      const d = await prune(name, { ...g.prune, match }, { log: ctx.log, dryRun });
+      results.push({ guest: name, keep: d.keep, remove: d.remove });
+    } catch (err) {
+      results.push({ guest: name, keep: [], remove: [], error: (err as Error).message });
+    }
+  }
+  const verb = dryRun ? 'would remove' : 'removed';
+  const text = results.length
+    ? results
+        .map((r) =>
+          r.error
+            ? `${r.guest}: FAILED: ${r.error}`
+            : `${r.guest}: keep ${r.keep.join(' ') || '(none)'}; ${verb} ${r.remove.join(' ') || '(none)'}`,
+        )
+        .join('\n')
+    : 'no guest of this job has prune rules';
+  ctx.print(results, `${text}\n`);
+  return results.some((r) => r.error) ? 3 : 0;
 }
