@@ -15,7 +15,11 @@ export type ErrorCode =
   | 'THAW_UNPROVEN'
   | 'STEP_FAILED'
   | 'BUDGET_EXCEEDED'
-  | 'INTERRUPTED';
+  | 'INTERRUPTED'
+  /** QEMU's monitor (QMP) answered a command with an error. */
+  | 'QMP_ERROR'
+  /** A QEMU block job (a backup copy) failed, was cancelled or did not finish in time. */
+  | 'BLOCK_JOB_FAILED';
 
 /** The one error base of the host: a stable `code`, the guest it concerns, and the underlying `cause`. */
 export class QuiesceError extends Error {

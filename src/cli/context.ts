@@ -31,13 +31,23 @@ export class CliContext {
     this.log = createLogger({ verbose: opts.verbose ?? false, capture: this.events, hold: () => this.openWindows > 0 });
   }
 
-  loadConfig(): Promise<ResolvedConfig> {
-    return loadConfig(this.opts.config ? { file: this.opts.config } : {});
+  private readonly recoveries = new Map<string, Promise<RecoveryResult[]>>();
+
+  /** Loads the config, then recovers its journal: every command starts by thawing what a dead run left frozen. */
+  async loadConfig(): Promise<ResolvedConfig> {
+    const config = await loadConfig(this.opts.config ? { file: this.opts.config } : {});
+    await this.recover(config.stateDir);
+    return config;
   }
 
-  /** Thaws what a dead run left frozen (journal), before doing anything else. */
+  /** Thaws what a dead run left frozen (journal); once per state dir and process. */
   recover(stateDir: string): Promise<RecoveryResult[]> {
-    return recover(stateDir, this.log);
+    let r = this.recoveries.get(stateDir);
+    if (!r) {
+      r = recover(stateDir, this.log);
+      this.recoveries.set(stateDir, r);
+    }
+    return r;
   }
 
   /** Prints the result: JSON with --json, else the readable text. */

@@ -74,9 +74,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     )
     .action(async (guests: string[], _o: unknown, cmd: Command) => {
       const ctx = ctxOf(cmd);
-      const config = await ctx.loadConfig();
-      await ctx.recover(config.stateDir);
-      code = await doctor(ctx, config, guests);
+      code = await doctor(ctx, await ctx.loadConfig(), guests);
     });
 
   program
@@ -84,9 +82,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .description('who is frozen (live status and the journal) and how the last run ended')
     .action(async (_o: unknown, cmd: Command) => {
       const ctx = ctxOf(cmd);
-      const config = await ctx.loadConfig();
-      await ctx.recover(config.stateDir);
-      code = await status(ctx, config);
+      code = await status(ctx, await ctx.loadConfig());
     });
 
   program

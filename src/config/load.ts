@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import type { z } from 'zod';
 import { QuiesceError } from '../errors.js';
 import { configSchema, type ParsedConfig, type ParsedGuest } from './schema.js';
-import { unknownPlaceholders } from './placeholders.js';
-import type { ResolvedConfig, ResolvedGuest, ResolvedJob, Timeouts } from './types.js';
+import { unknownPlaceholders, usesPlaceholder } from './placeholders.js';
+import type { ResolvedConfig, ResolvedGuest, ResolvedJob, SnapshotConfig, Timeouts } from './types.js';
 import type { ConnectorSpec } from '../guest/connect.js';
 
 /** A configuration problem: names the file and the key path. Nothing has touched a guest yet. */
@@ -182,9 +182,36 @@ function checkArgv(argv: readonly string[], where: string, problems: string[]): 
   });
 }
 
+function resolveSnapshot(
+  s: ParsedGuest['snapshot'],
+  where: string,
+  stepMs: number,
+  problems: string[],
+): SnapshotConfig {
+  if (s.provider === 'command') return { provider: 'command', argv: s.argv, timeoutMs: s.timeout ?? stepMs };
+  for (const bad of unknownPlaceholders(s.target, ['disk']))
+    problems.push(`${where}.target: unknown placeholder {${bad}} (known: {guest} {job} {runId} {timestamp} {date} {stateDir} {disk})`);
+  const disks = s.disks ?? 'all';
+  // Several disks need several files.
+  if ((disks === 'all' || disks.length > 1) && !usesPlaceholder(s.target, 'disk'))
+    problems.push(`${where}.target: needs {disk} when ${disks === 'all' ? 'disks is "all"' : 'several disks are listed'}`);
+  const mode = s.mode ?? 'backup';
+  if (mode === 'snapshot' && s.format === 'raw')
+    problems.push(`${where}.format: snapshot mode makes qcow2 overlays (a raw file cannot have a backing file)`);
+  return {
+    provider: 'qmp',
+    socket: s.socket,
+    mode,
+    disks,
+    target: s.target,
+    format: s.format ?? (mode === 'snapshot' ? 'qcow2' : 'raw'),
+    timeoutMs: s.timeout ?? stepMs,
+  };
+}
+
 function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: number, problems: string[]): ResolvedGuest {
   const where = `guests.${name}`;
-  checkArgv(g.snapshot.argv, `${where}.snapshot.argv`, problems);
+  if (g.snapshot.provider === 'command') checkArgv(g.snapshot.argv, `${where}.snapshot.argv`, problems);
   if (g.backup) checkArgv(g.backup.argv, `${where}.backup.argv`, problems);
   if (g.verify) checkArgv(g.verify.argv, `${where}.verify.argv`, problems);
   g.hooks?.pre?.forEach((h, i) => checkArgv(h, `${where}.hooks.pre[${i}]`, problems));
@@ -213,7 +240,7 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
     freeze: g.freeze ?? 'all',
     hooks: { pre: g.hooks?.pre ?? [], post: g.hooks?.post ?? [] },
     // The snapshot runs inside the frozen window: the job's budget bounds it anyway.
-    snapshot: { provider: 'command', argv: g.snapshot.argv, timeoutMs: g.snapshot.timeout ?? guestStepMs },
+    snapshot: resolveSnapshot(g.snapshot, `${where}.snapshot`, guestStepMs, problems),
     backup: g.backup ? { argv: g.backup.argv, timeoutMs: g.backup.timeout ?? guestStepMs } : undefined,
     verify: g.verify ? { argv: g.verify.argv, timeoutMs: g.verify.timeout ?? guestStepMs } : undefined,
     prune: g.prune

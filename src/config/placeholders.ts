@@ -21,21 +21,40 @@ export const PLACEHOLDERS: readonly (keyof PlaceholderValues)[] = [
 
 const TOKEN = /\{\{|\}\}|\{([A-Za-z]+)\}/g;
 
-/** Placeholder names used in a template that do not exist. */
-export function unknownPlaceholders(template: string): string[] {
+/** Placeholder names used in a template that do not exist (`extra`: names valid only in this template). */
+export function unknownPlaceholders(template: string, extra: readonly string[] = []): string[] {
   const bad: string[] = [];
   for (const m of template.matchAll(TOKEN)) {
-    if (m[1] !== undefined && !PLACEHOLDERS.includes(m[1] as keyof PlaceholderValues)) bad.push(m[1]);
+    if (m[1] !== undefined && !PLACEHOLDERS.includes(m[1] as keyof PlaceholderValues) && !extra.includes(m[1]))
+      bad.push(m[1]);
   }
   return bad;
 }
 
+/** True when the template uses placeholder `name`. */
+export function usesPlaceholder(template: string, name: string): boolean {
+  return [...template.matchAll(TOKEN)].some((m) => m[1] === name);
+}
+
+/**
+ * Fills every placeholder but those in `keep`, and returns a template again:
+ * kept placeholders stay, literal braces (escaped or inserted by a value) come
+ * out doubled, so a later fillPlaceholders() of the kept names is exact.
+ */
+export function fillExcept(template: string, values: PlaceholderValues, keep: readonly string[]): string {
+  const escape = (s: string) => s.replace(/[{}]/g, (c) => c + c);
+  return template.replace(TOKEN, (whole, key: string | undefined) => {
+    if (key === undefined || keep.includes(key)) return whole;
+    return escape(values[key as keyof PlaceholderValues]);
+  });
+}
+
 /** Substitutes {name} in one argument; {{ and }} stand for literal braces. */
-export function fillPlaceholders(template: string, values: PlaceholderValues): string {
+export function fillPlaceholders(template: string, values: PlaceholderValues | Readonly<Record<string, string>>): string {
   return template.replace(TOKEN, (whole, key: string | undefined) => {
     if (whole === '{{') return '{';
     if (whole === '}}') return '}';
-    return values[key as keyof PlaceholderValues];
+    return (values as Readonly<Record<string, string>>)[key!] ?? whole;
   });
 }
 

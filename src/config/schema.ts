@@ -29,6 +29,29 @@ const connector = z.discriminatedUnion('type', [
 
 const snapshot = z.discriminatedUnion('provider', [
   z.object({ provider: z.literal('command'), argv, timeout: duration.optional() }).strict(),
+  z
+    .object({
+      provider: z.literal('qmp'),
+      /** QEMU's QMP unix socket. */
+      socket: absPath,
+      mode: z.enum(['backup', 'snapshot']).optional(),
+      /** Node names or device ids (as query-block shows them), or "all". */
+      disks: z
+        .union([
+          z.literal('all'),
+          z
+            .array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a node name or device id: letters, digits, ".", "_", "-"'))
+            .min(1, 'list at least one disk, or say "all"')
+            .refine((d) => new Set(d).size === d.length, 'a disk is listed twice'),
+        ])
+        .optional(),
+      /** One file per disk; placeholders as in argv plus {disk}. */
+      target: absPath,
+      format: z.enum(['raw', 'qcow2']).optional(),
+      /** How long the copy may take after the thaw. */
+      timeout: duration.optional(),
+    })
+    .strict(),
 ]);
 
 const prune = z

@@ -24,13 +24,34 @@ export interface Timeouts {
   readonly commandMs: number;
 }
 
+/** Snapshot through a shell-free argv (lvcreate -s, zfs snapshot, cp, …), inside the frozen window. */
+export type CommandSnapshotConfig = { readonly provider: 'command' } & StepConfig;
+
+/** Snapshot through QEMU's monitor (QMP): a block-job backup or external overlays of the guest's disks. */
+export interface QmpSnapshotConfig {
+  readonly provider: 'qmp';
+  /** QEMU's QMP unix socket (`-qmp unix:PATH,server=on,wait=off`). */
+  readonly socket: string;
+  /** backup: blockdev-backup (sync full) to new files; snapshot: blockdev-snapshot-sync (external overlays). */
+  readonly mode: 'backup' | 'snapshot';
+  /** Node names or device ids, or every disk with a medium that is not read-only. */
+  readonly disks: 'all' | readonly string[];
+  /** A path per disk; placeholders as in argv, plus {disk}. */
+  readonly target: string;
+  readonly format: 'raw' | 'qcow2';
+  /** How long the copy may take after the thaw (backup mode). */
+  readonly timeoutMs: number;
+}
+
+export type SnapshotConfig = CommandSnapshotConfig | QmpSnapshotConfig;
+
 /** One guest, every default applied. */
 export interface ResolvedGuest {
   readonly name: string;
   readonly connector: ConnectorSpec;
   readonly freeze: 'all' | readonly string[];
   readonly hooks: { readonly pre: readonly ArgvTemplate[]; readonly post: readonly ArgvTemplate[] };
-  readonly snapshot: { readonly provider: 'command' } & StepConfig;
+  readonly snapshot: SnapshotConfig;
   readonly backup: StepConfig | undefined;
   readonly verify: StepConfig | undefined;
   readonly prune: PruneConfig | undefined;

@@ -12,7 +12,7 @@ import { acquireGuestLock, type HeldLock } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';
 import { runCommand } from './command.js';
-import { snapshotProvider, type SnapshotTaken } from '../snapshot/index.js';
+import { snapshotProvider, type SnapshotProvider, type SnapshotTaken } from '../snapshot/index.js';
 import type { GuestPlan, PlannedCommand } from './plan.js';
 import type { GuestResult } from './results.js';
 
@@ -37,6 +37,8 @@ export class GuestRun {
   private thawedAt: number | undefined;
   freezeAttempted = false;
   hooksRan = false;
+  /** One per run: a provider keeps state from prepare to dispose (a QMP connection, its block jobs). */
+  private readonly provider: SnapshotProvider;
 
   constructor(
     readonly plan: GuestPlan,
@@ -54,6 +56,7 @@ export class GuestRun {
       steps: [],
       errors: [],
     };
+    this.provider = snapshotProvider(plan.snapshot);
   }
 
   /** Times a step into the result; returns its value or rethrows. */
@@ -94,12 +97,13 @@ export class GuestRun {
   /** Takes the snapshot through the guest's provider; what it leaves running is completed after the thaw. */
   async snapshot(signal: AbortSignal | undefined, inWindow: boolean): Promise<void> {
     await this.step('snapshot', async () => {
-      this.taken = await snapshotProvider(this.plan.snapshot).take({
+      this.taken = await this.provider.take({
         guest: this.plan.name,
         log: this.log,
         inWindow,
         ...(signal ? { signal } : {}),
       });
+      if (this.taken.files) this.result.snapshotFiles = [...this.taken.files];
     });
   }
 
@@ -155,6 +159,9 @@ export class GuestRun {
         }
       }
     });
+    // The provider's set-up (a QMP connection, target files) fails here, before hooks or a freeze.
+    const prepare = this.provider.prepare?.bind(this.provider);
+    if (prepare) await this.step('snapshot-prepare', () => prepare({ guest: g.name, log: this.log }));
     for (const [i, h] of g.preHooks.entries()) await this.command(`pre-hook ${i + 1}`, h);
     this.hooksRan = g.preHooks.length > 0;
   }
@@ -265,6 +272,7 @@ export class GuestRun {
   }
 
   async close(): Promise<void> {
+    await this.provider.dispose?.({ guest: this.plan.name, log: this.log }).catch(() => undefined);
     await this.agent?.close().catch(() => undefined);
     this.agent = undefined;
     await this.lock?.release();

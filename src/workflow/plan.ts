@@ -3,7 +3,7 @@ import { QuiesceError } from '../errors.js';
 import { describeConnector, type ConnectorSpec } from '../guest/connect.js';
 import { fillArgv, fillPlaceholders, timeValues, type PlaceholderValues } from '../config/placeholders.js';
 import type { FailurePolicy, PruneConfig, ResolvedConfig, ResolvedGuest, Timeouts } from '../config/types.js';
-import { snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
+import { planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
 
 /** A command step with its argv resolved for this run. */
 export interface PlannedCommand {
@@ -106,7 +106,7 @@ function planGuest(g: ResolvedGuest, values: PlaceholderValues, budgetMs: number
     timeouts: g.timeouts,
     maxReplyBytes: g.maxReplyBytes,
     preHooks: g.hooks.pre.map((h) => cmd(h, g.timeouts.commandMs * 6)),
-    snapshot: { provider: 'command', ...cmd(g.snapshot.argv, Math.min(g.snapshot.timeoutMs, budgetMs)) },
+    snapshot: planSnapshot(g.snapshot, values, { budgetMs, timeouts: g.timeouts }),
     backup: g.backup ? cmd(g.backup.argv, g.backup.timeoutMs) : undefined,
     verify: g.verify ? cmd(g.verify.argv, g.verify.timeoutMs) : undefined,
     prune: g.prune ? { ...g.prune, match: fillPlaceholders(g.prune.match, values) } : undefined,
@@ -136,12 +136,16 @@ export function formatPlan(p: Plan): string {
       const line = (s: string) => out.push(`${pre}${n++}. ${s}`);
       line(`connect ${g.address} and sync (timeout ${ms(g.timeouts.connectMs)})`);
       line('preflight: freeze commands enabled, status thawed, mountpoints exist');
+      const provider = snapshotProvider(g.snapshot);
+      const around = provider.planSteps?.() ?? {};
+      if (around.beforeFreeze) line(around.beforeFreeze);
       for (const h of g.preHooks) line(`pre-hook: ${argv(h.argv)} (timeout ${ms(h.timeoutMs)})`);
       line(
         `freeze ${g.freeze === 'all' ? 'all filesystems' : g.freeze.join(', ')} (timeout ${ms(g.timeouts.freezeMs)}) — budget ${ms(p.budgetMs)} starts`,
       );
-      line(`snapshot (${g.snapshot.provider}): ${snapshotProvider(g.snapshot).describe()}`);
+      line(`snapshot (${g.snapshot.provider}): ${provider.describe()}`);
       line(`thaw (timeout ${ms(g.timeouts.thawMs)}, retried), prove: status thawed and thaw count = freeze count`);
+      if (around.afterThaw) line(around.afterThaw);
       if (g.backup) line(`backup: ${argv(g.backup.argv)} (timeout ${ms(g.backup.timeoutMs)})`);
       if (g.verify) line(`verify: ${argv(g.verify.argv)} (timeout ${ms(g.verify.timeoutMs)})`);
       if (g.prune) {

@@ -23,6 +23,8 @@ export interface GuestResult {
   /** From sending the freeze to the thaw's reply (an upper bound of the real window). */
   frozenWindowMs?: number;
   freezeMs?: number;
+  /** Files the snapshot wrote (QMP backup targets or overlays), when the provider names them. */
+  snapshotFiles?: string[];
   steps: StepResult[];
   errors: string[];
 }

@@ -154,7 +154,8 @@ test('${ENV} is interpolated and $${ stays literal', () => {
     { DOM: 'vm7' },
   );
   assert.deepEqual(c.guests.get('a')!.connector, { kind: 'libvirt', domain: 'vm7' });
-  assert.deepEqual(c.guests.get('a')!.snapshot.argv, ['echo', '${{HOME}}']);
+  const snap = c.guests.get('a')!.snapshot;
+  assert.deepEqual(snap.provider === 'command' && snap.argv, ['echo', '${{HOME}}']);
 });
 
 test('a config file is found by search, and a broken one is reported with its path', async () => {

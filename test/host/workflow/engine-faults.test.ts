@@ -257,6 +257,45 @@ for (const kind of KINDS) {
       await thawedNow(fsA);
     });
 
+    test('the agent killed while frozen and restarted: the thaw reconnects, thaws and proves it', async () => {
+      const statedir = agentA.statedir;
+      let restarted: RunningAgent | undefined;
+      const { report, events } = await run(
+        { guests: { a: guest(agentA, fsA, ['sleep', '1']) }, jobs: { j: { guests: ['a'] } } },
+        'j',
+        {
+          onFrozen: () => {
+            // kill -9 while frozen; the agent's restart finds its frozen marker and comes up in frozen mode.
+            void agentA.kill().then(async () => {
+              restarted = await startAgent(kind, { statedir });
+            });
+          },
+        },
+      );
+      try {
+        const g = only(report);
+        assert.ok(restarted, 'the agent was restarted');
+        assert.equal(report.exitCode, EXIT.OK, JSON.stringify(g.errors));
+        assert.equal(g.thawProven, true);
+        assert.equal(g.thawedFilesystems, 1);
+        assert.ok(events.some((e) => e.kind === 'guest-reconnect' || e.kind === 'thaw-retry'));
+        await thawedNow(fsA);
+      } finally {
+        // The restarted agent replaces agentA (same socket and state dir) for the tests that follow.
+        if (restarted) {
+          const r = restarted;
+          const stopRestarted = r.stop.bind(r);
+          agentA = {
+            ...r,
+            stop: async () => {
+              await stopRestarted();
+              rmSync(statedir, { recursive: true, force: true });
+            },
+          };
+        }
+      }
+    });
+
     test('something thawing behind our back makes the thaw count differ: not proven', async () => {
       const { execFileSync } = await import('node:child_process');
       const { report } = await run(

@@ -1,0 +1,393 @@
+import { connect, type Socket } from 'node:net';
+import { encode, isQDict, JsonStreamer, type JsonOut, type Message } from 'quiesce-agent/protocol';
+import { QuiesceError } from '../errors.js';
+import { toPlain } from '../guest/values.js';
+
+/** The largest single QMP message accepted (a query-named-block-nodes of a big VM is well under this). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+/** Events kept for waitForEvent() callers that start waiting after the event arrived. */
+const DEFAULT_EVENT_BACKLOG = 1000;
+
+/** An asynchronous QMP event (BLOCK_JOB_COMPLETED, JOB_STATUS_CHANGE, SHUTDOWN, …). */
+export interface QmpEvent {
+  readonly event: string;
+  readonly data: Readonly<Record<string, unknown>>;
+  readonly timestamp?: { readonly seconds: number; readonly microseconds: number };
+  /** Order of arrival on this connection, from 1. */
+  readonly seq: number;
+}
+
+/** QEMU answered a command with `{"error": {"class", "desc"}}`. */
+export class QmpError extends QuiesceError {
+  constructor(
+    readonly command: string,
+    readonly errorClass: string,
+    readonly desc: string,
+    address: string,
+    guest?: string,
+  ) {
+    super('QMP_ERROR', `${address}: QMP ${command}: ${desc}${errorClass !== 'GenericError' ? ` (${errorClass})` : ''}`, {
+      ...(guest !== undefined ? { guest } : {}),
+    });
+    this.name = 'QmpError';
+  }
+}
+
+export interface QmpClientOptions {
+  /** Connect + greeting + qmp_capabilities (default 5 s). */
+  readonly connectTimeoutMs?: number;
+  /** Default per-command timeout (default 10 s). */
+  readonly commandTimeoutMs?: number;
+  /** Largest message accepted; a bigger one closes the connection (QMP has no way to resync). */
+  readonly maxMessageBytes?: number;
+  /** Recent events kept for waitForEvent(…, { since }) (default 1000). */
+  readonly eventBacklog?: number;
+  /** Named in errors. */
+  readonly guest?: string;
+}
+
+export interface QmpCallOptions {
+  readonly timeoutMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+interface Pending {
+  readonly command: string;
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+}
+
+/**
+ * A QMP client for QEMU's monitor socket: reads the greeting, negotiates
+ * capabilities, runs commands with ids (several may be in flight; replies are
+ * matched by id), routes events to listeners and a bounded backlog, and
+ * bounds every message. Parsing goes through quiesce-agent/protocol's
+ * JsonStreamer, the same JSON layer the guest-agent client uses.
+ */
+export class QmpClient {
+  readonly address: string;
+  /** The greeting's `QMP` member: `version`, `capabilities`. */
+  greeting: Readonly<Record<string, unknown>> = {};
+  private readonly streamer: JsonStreamer;
+  private readonly pending = new Map<string, Pending>();
+  private readonly listeners = new Set<(e: QmpEvent) => void>();
+  private readonly backlog: QmpEvent[] = [];
+  private readonly maxMessageBytes: number;
+  private readonly backlogSize: number;
+  private nextId = 1;
+  private seq = 0;
+  private buffered = 0;
+  private closedWith: QuiesceError | undefined;
+  private onGreeting: ((g: Record<string, unknown>) => void) | undefined;
+  private readonly closeListeners = new Set<(err: QuiesceError) => void>();
+
+  private constructor(
+    private readonly socket: Socket,
+    path: string,
+    private readonly opts: QmpClientOptions,
+  ) {
+    this.address = `qmp:${path}`;
+    this.maxMessageBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.backlogSize = opts.eventBacklog ?? DEFAULT_EVENT_BACKLOG;
+    this.streamer = new JsonStreamer((m) => this.onMessage(m));
+    socket.on('data', (d: Buffer) => this.onData(d));
+    socket.on('error', (err) => this.shutdown(this.gone(err.message)));
+    socket.on('close', () => this.shutdown(this.gone('closed by QEMU')));
+  }
+
+  /**
+   * Connects to a QMP unix socket, waits for the greeting and leaves
+   * negotiation mode. QEMU serves one monitor client at a time: a second
+   * client gets no greeting until the first leaves, hence the timeout.
+   */
+  static async connect(path: string, opts: QmpClientOptions = {}): Promise<QmpClient> {
+    const timeoutMs = opts.connectTimeoutMs ?? 5000;
+    const deadline = Date.now() + timeoutMs;
+    const guest = opts.guest !== undefined ? { guest: opts.guest } : {};
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = connect(path);
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(new QuiesceError('CONNECT_FAILED', `qmp:${path}: connect timed out after ${timeoutMs} ms`, guest));
+      }, timeoutMs);
+      s.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new QuiesceError('CONNECT_FAILED', `qmp:${path}: cannot connect: ${err.message}`, { cause: err, ...guest }));
+      });
+      s.once('connect', () => {
+        clearTimeout(timer);
+        s.setNoDelay(true);
+        resolve(s);
+      });
+    });
+    const client = new QmpClient(socket, path, opts);
+    try {
+      client.greeting = await client.waitGreeting(Math.max(1, deadline - Date.now()));
+      await client.execute('qmp_capabilities', undefined, { timeoutMs: Math.max(1, deadline - Date.now()) });
+      return client;
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+  }
+
+  private waitGreeting(timeoutMs: number): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        done();
+        reject(
+          new QuiesceError(
+            'CONNECT_FAILED',
+            `${this.address}: no QMP greeting within ${timeoutMs} ms (QEMU serves one monitor client at a time: is another connected?)`,
+            this.guestOpt(),
+          ),
+        );
+      }, timeoutMs);
+      const onClose = (err: QuiesceError): void => {
+        done();
+        reject(err);
+      };
+      const done = (): void => {
+        clearTimeout(timer);
+        this.onGreeting = undefined;
+        this.closeListeners.delete(onClose);
+      };
+      this.closeListeners.add(onClose);
+      this.onGreeting = (g) => {
+        done();
+        resolve(g);
+      };
+    });
+  }
+
+  /** True once the connection is gone (closed by either side or failed). */
+  get closed(): boolean {
+    return this.closedWith !== undefined;
+  }
+
+  /** Runs one command and returns its `return` member as plain values; an error reply throws QmpError. */
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: QmpCallOptions = {}): Promise<T> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    const timeoutMs = opts.timeoutMs ?? this.opts.commandTimeoutMs ?? 10_000;
+    const id = `q${this.nextId++}`;
+    const request: Record<string, JsonOut> = { execute: command };
+    if (args !== undefined) request['arguments'] = args as JsonOut;
+    request['id'] = id;
+    return new Promise<T>((resolve, reject) => {
+      const signal = opts.signal;
+      const finish = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.pending.delete(id);
+      };
+      // After a timeout or abort a late reply is dropped: its id is no longer pending.
+      const timer = setTimeout(() => {
+        finish();
+        reject(
+          new QuiesceError('TIMEOUT', `${this.address}: no reply to ${command} within ${timeoutMs} ms`, this.guestOpt()),
+        );
+      }, timeoutMs);
+      const onAbort = (): void => {
+        finish();
+        reject(
+          new QuiesceError('TIMEOUT', `${this.address}: ${command} aborted`, {
+            cause: signal?.reason,
+            ...this.guestOpt(),
+          }),
+        );
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.pending.set(id, {
+        command,
+        resolve: (v) => {
+          finish();
+          resolve(v as T);
+        },
+        reject: (e) => {
+          finish();
+          reject(e);
+        },
+      });
+      this.socket.write(`${encode(request)}\n`);
+    });
+  }
+
+  /** Calls `listener` with every event from now on; returns the unsubscribe function. */
+  onEvent(listener: (e: QmpEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Calls `listener` once when the connection ends (at once if it has); returns the unsubscribe function. */
+  onClose(listener: (err: QuiesceError) => void): () => void {
+    if (this.closedWith) {
+      listener(this.closedWith);
+      return () => undefined;
+    }
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
+  }
+
+  /** The sequence number of the last event received (0: none yet); pass it as `since` to miss nothing after now. */
+  lastEventSeq(): number {
+    return this.seq;
+  }
+
+  /**
+   * Resolves with the first event matching `pred` that arrives after `since`
+   * (default: now); events still in the backlog count, so a caller that marks
+   * `since` before acting cannot miss a fast event.
+   */
+  waitForEvent(
+    pred: (e: QmpEvent) => boolean,
+    opts: QmpCallOptions & { readonly since?: number; readonly what?: string } = {},
+  ): Promise<QmpEvent> {
+    const since = opts.since ?? this.seq;
+    const what = opts.what ?? 'a QMP event';
+    const hit = this.backlog.find((e) => e.seq > since && pred(e));
+    if (hit) return Promise.resolve(hit);
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    const timeoutMs = opts.timeoutMs ?? this.opts.commandTimeoutMs ?? 10_000;
+    return new Promise<QmpEvent>((resolve, reject) => {
+      const signal = opts.signal;
+      const done = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.listeners.delete(listener);
+        this.closeListeners.delete(onClose);
+      };
+      const listener = (e: QmpEvent): void => {
+        if (e.seq <= since || !pred(e)) return;
+        done();
+        resolve(e);
+      };
+      const onClose = (err: QuiesceError): void => {
+        done();
+        reject(err);
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new QuiesceError('TIMEOUT', `${this.address}: no ${what} within ${timeoutMs} ms`, this.guestOpt()));
+      }, timeoutMs);
+      const onAbort = (): void => {
+        done();
+        reject(
+          new QuiesceError('TIMEOUT', `${this.address}: waiting for ${what} aborted`, {
+            cause: signal?.reason,
+            ...this.guestOpt(),
+          }),
+        );
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.listeners.add(listener);
+      this.closeListeners.add(onClose);
+    });
+  }
+
+  /** Closes the connection; pending commands and waiters fail with CHANNEL_GONE. */
+  close(): void {
+    this.shutdown(new QuiesceError('CHANNEL_GONE', `${this.address}: client closed`, this.guestOpt()));
+    this.socket.destroy();
+  }
+
+  private guestOpt(): { guest?: string } {
+    return this.opts.guest !== undefined ? { guest: this.opts.guest } : {};
+  }
+
+  private gone(reason: string): QuiesceError {
+    return new QuiesceError('CHANNEL_GONE', `${this.address}: connection ${reason}`, this.guestOpt());
+  }
+
+  private shutdown(err: QuiesceError): void {
+    if (this.closedWith) return;
+    this.closedWith = err;
+    for (const p of [...this.pending.values()]) p.reject(err);
+    this.pending.clear();
+    for (const l of [...this.closeListeners]) l(err);
+    this.closeListeners.clear();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closedWith) return;
+    // Counted per chunk, reset per message: a message may overshoot the cap by at most one read.
+    this.buffered += chunk.length;
+    if (this.buffered > this.maxMessageBytes) {
+      this.shutdown(
+        new QuiesceError(
+          'REPLY_TOO_LARGE',
+          `${this.address}: a QMP message exceeded ${this.maxMessageBytes} bytes; connection closed`,
+          this.guestOpt(),
+        ),
+      );
+      this.socket.destroy();
+      return;
+    }
+    this.streamer.feed(chunk);
+  }
+
+  private onMessage(m: Message): void {
+    this.buffered = 0;
+    if (!m.ok || !isQDict(m.value)) {
+      // QEMU never sends this; a stream we cannot trust ends here.
+      this.shutdown(
+        new QuiesceError(
+          'OUT_OF_SYNC',
+          `${this.address}: unparsable QMP message: ${m.ok ? 'not an object' : m.error}`,
+          this.guestOpt(),
+        ),
+      );
+      this.socket.destroy();
+      return;
+    }
+    const msg = toPlain(m.value) as Record<string, unknown>;
+    if ('QMP' in msg) {
+      this.onGreeting?.((msg['QMP'] ?? {}) as Record<string, unknown>);
+      return;
+    }
+    if (typeof msg['event'] === 'string') {
+      const e: QmpEvent = {
+        event: msg['event'],
+        data: (msg['data'] ?? {}) as Record<string, unknown>,
+        ...(msg['timestamp'] ? { timestamp: msg['timestamp'] as { seconds: number; microseconds: number } } : {}),
+        seq: ++this.seq,
+      };
+      this.backlog.push(e);
+      if (this.backlog.length > this.backlogSize) this.backlog.shift();
+      for (const l of [...this.listeners]) l(e);
+      return;
+    }
+    const id = msg['id'];
+    const p = typeof id === 'string' ? this.pending.get(id) : undefined;
+    const error = msg['error'] as { class?: unknown; desc?: unknown } | undefined;
+    if (!p) {
+      // An error without an id: QEMU could not read a request of ours, and cannot say which.
+      if (error && id === undefined) {
+        const desc = typeof error.desc === 'string' ? error.desc : '(no description)';
+        for (const q of [...this.pending.values()])
+          q.reject(new QmpError(q.command, String(error.class ?? 'GenericError'), desc, this.address, this.opts.guest));
+      }
+      return; // a late reply to a command that timed out
+    }
+    if (error && typeof error === 'object') {
+      p.reject(
+        new QmpError(
+          p.command,
+          typeof error.class === 'string' ? error.class : 'GenericError',
+          typeof error.desc === 'string' ? error.desc : '(no description)',
+          this.address,
+          this.opts.guest,
+        ),
+      );
+    } else if ('return' in msg) {
+      p.resolve(msg['return']);
+    } else {
+      p.reject(
+        new QuiesceError('OUT_OF_SYNC', `${this.address}: reply to ${p.command} is neither return nor error`, {
+          ...this.guestOpt(),
+        }),
+      );
+    }
+  }
+}
