@@ -16,12 +16,22 @@ function tdbHash(key: Uint8Array): number {
   return (Math.imul(1103515243, value) + 12345) >>> 0;
 }
 
+/** Buckets of the keys seen so far: the same few keys make every request and reply. */
+const bucketCache = new Map<string, number>();
+const BUCKET_CACHE_MAX = 4096;
+
 export function qdictBucket(key: string): number {
-  return tdbHash(toModUtf8(key)) % QDICT_BUCKETS;
+  let bucket = bucketCache.get(key);
+  if (bucket === undefined) {
+    bucket = tdbHash(toModUtf8(key)) % QDICT_BUCKETS;
+    if (bucketCache.size < BUCKET_CACHE_MAX && key.length <= 64) bucketCache.set(key, bucket);
+  }
+  return bucket;
 }
 
 /** Keys in QDict iteration order, given keys in insertion order. */
 export function qdictOrder(keys: readonly string[]): string[] {
+  if (keys.length < 2) return [...keys];
   const withBucket = keys.map((key, index) => ({ key, index, bucket: qdictBucket(key) }));
   withBucket.sort((a, b) => a.bucket - b.bucket || b.index - a.index);
   return withBucket.map((e) => e.key);

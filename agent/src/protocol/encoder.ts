@@ -29,11 +29,17 @@ export function encode(value: JsonOut): string {
   if (Array.isArray(value)) {
     return `[${value.map((v: JsonOut) => encode(v)).join(', ')}]`;
   }
-  const entries: [string, JsonOut][] =
-    value instanceof Map ? [...value.entries()] : Object.entries(value).filter(([, v]) => v !== undefined);
-  const byKey = new Map(entries);
-  const parts = qdictOrder(entries.map(([k]) => k)).map((k) => `${quote(k)}: ${encode(byKey.get(k))}`);
-  return `{${parts.join(', ')}}`;
+  if (value instanceof Map) {
+    const map = value as ReadonlyMap<string, JsonOut>;
+    return `{${qdictOrder([...map.keys()])
+      .map((k) => `${quote(k)}: ${encode(map.get(k))}`)
+      .join(', ')}}`;
+  }
+  const obj = value as { readonly [key: string]: JsonOut };
+  const keys = Object.keys(obj).filter((k) => obj[k] !== undefined);
+  return `{${qdictOrder(keys)
+    .map((k) => `${quote(k)}: ${encode(obj[k])}`)
+    .join(', ')}}`;
 }
 
 const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;

@@ -1,6 +1,6 @@
 import { Tok } from './lexer.js';
 import { INT64_MAX, INT64_MIN, QNum, UINT64_MAX, type QDict, type QObject } from './qobject.js';
-import { decodeCodepoint, isValidCodepoint } from './utf8.js';
+import { cStringToText, decodeCodepoint, isValidCodepoint } from './utf8.js';
 
 /** A parse failure; `message` is the reference's full text ("JSON parse error, …"). */
 export class JsonParseError extends Error {}
@@ -18,9 +18,12 @@ export function parseTokens(tokens: readonly Token[]): QObject {
   return new Parser(tokens).parseValue();
 }
 
+/** `message` is byte text (latin1), as the reference formats it from raw token bytes. */
 function fail(message: string): never {
-  // The reference formats parser messages into a 1024-byte buffer.
-  throw new JsonParseError(`JSON parse error, ${message.slice(0, 1023)}`);
+  // The reference formats parser messages into a 1024-byte buffer; its reply
+  // then shows the bytes as (modified) UTF-8, an invalid byte as U+FFFD.
+  const bytes = Buffer.from(message.slice(0, 1023), 'latin1');
+  throw new JsonParseError(`JSON parse error, ${cStringToText(bytes)}`);
 }
 
 class Parser {

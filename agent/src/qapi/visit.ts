@@ -13,6 +13,7 @@ function typeError(name: string, expected: string): QgaError {
  */
 export function visitArgs(specs: readonly ArgSpec[], args: QDict): Record<string, unknown> {
   const out: Record<string, unknown> = {};
+  if (specs.length === 0 && args.size === 0) return out;
   const visited = new Set<string>();
   for (const spec of specs) {
     const value = args.get(spec.name);

@@ -11,11 +11,21 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** How long to wait on EOF (no host attached) and between re-opens with -r, as the reference does. */
 export const EOF_SLEEP_MS = 100;
 export const RETRY_SLEEP_MS = 5000;
+/** Longest wait between two reads of an idle device (polling starts at 1 ms after data and doubles). */
+export const IDLE_POLL_MAX_MS = 50;
+
+const wouldBlock = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'EAGAIN';
 
 /**
  * virtio-serial and isa-serial: a character device kept open. EOF means no
  * host is attached: wait and read again, keeping the device open. With
  * `retry` a device that vanishes or fails is re-opened until it is back.
+ *
+ * The device is non-blocking and polled: Node has no readiness events for a
+ * character device that is not a tty, and a blocking read would sit in
+ * libuv's thread pool forever with no host writing, which makes
+ * process.exit() hang (it joins the pool) — the agent could not stop on
+ * SIGTERM.
  */
 export function device(
   agent: Agent,
@@ -29,10 +39,20 @@ export function device(
 
   const peer = (fh: FileHandle): Peer => ({
     write: async (data) => {
-      try {
-        await fh.write(data);
-      } catch (err) {
-        agent.log({ kind: 'write-failed', reason: (err as Error).message });
+      let off = 0;
+      let wait = 1;
+      while (off < data.length && !stopped) {
+        try {
+          off += (await fh.write(data, off, data.length - off, null)).bytesWritten;
+          wait = 1;
+        } catch (err) {
+          if (!wouldBlock(err)) {
+            agent.log({ kind: 'write-failed', reason: (err as Error).message });
+            return;
+          }
+          await sleep(wait);
+          wait = Math.min(wait * 2, IDLE_POLL_MAX_MS);
+        }
       }
     },
     pause: () => {
@@ -45,7 +65,7 @@ export function device(
   });
 
   const openDevice = async (): Promise<FileHandle> => {
-    const fh = await open(path, constants.O_RDWR | constants.O_NOCTTY);
+    const fh = await open(path, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK);
     // The reference puts the serial line in raw mode; stty does the same without native code.
     if (opts.serial) await promisify(execFile)('stty', ['-F', path, 'raw', '-echo', '38400']);
     return fh;
@@ -67,13 +87,23 @@ export function device(
       handle = fh;
       const session = new Session(agent, peer(fh));
       try {
+        let idle = 0;
         while (!stopped) {
           if (gate) await gate;
-          const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+          let bytesRead: number;
+          try {
+            ({ bytesRead } = await fh.read(buf, 0, buf.length, null));
+          } catch (err) {
+            if (!wouldBlock(err)) throw err;
+            idle = Math.min(idle * 2 || 1, IDLE_POLL_MAX_MS);
+            await sleep(idle);
+            continue;
+          }
           if (bytesRead === 0) {
             await sleep(EOF_SLEEP_MS);
             continue;
           }
+          idle = 0;
           session.feed(buf.subarray(0, bytesRead));
         }
       } catch (err) {

@@ -20,6 +20,9 @@ export function unixListen(agent: Agent, path: string): Transport {
     agent.log({ kind: 'client-connected' });
     const session = new Session(agent, socketPeer(socket));
     socket.on('data', (d: Buffer) => session.feed(d));
+    // The client has sent everything (it shut down its side): answer all of it, then close, as the
+    // reference does. Without allowHalfOpen Node would end our side at once and drop the replies left.
+    socket.on('end', () => void session.idle().then(() => socket.end()));
     socket.on('error', (err) => agent.log({ kind: 'client-gone', reason: err.message }));
     socket.on('close', () => {
       session.close();
@@ -38,7 +41,7 @@ export function unixListen(agent: Agent, path: string): Transport {
     start: () =>
       new Promise<void>((resolve, reject) => {
         removeStaleSocket(path);
-        server = createServer({ pauseOnConnect: true }, (socket) => {
+        server = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
           if (active) {
             socket.on('error', () => undefined);
             waiting.push(socket);
