@@ -39,6 +39,8 @@ export interface StartOptions {
   /** Extra command-line flags. */
   args?: readonly string[];
   env?: NodeJS.ProcessEnv;
+  /** A command the agent's command line is appended to (`unshare …`, `nsenter …`); it must exec the agent in place. */
+  wrap?: readonly string[];
 }
 
 /**
@@ -49,8 +51,9 @@ export async function startAgent(kind: AgentKind, opts: StartOptions = {}): Prom
   const statedir = opts.statedir ?? mkdtempSync(join(tmpdir(), `${kind}-`));
   const socket = join(statedir, 'qga.sock');
   const common = ['-m', 'unix-listen', '-p', socket, '-t', statedir, '-f', join(statedir, 'pid'), ...(opts.args ?? [])];
-  const [cmd, args] = kind === 'quiesce' ? [process.execPath, [AGENT_BUNDLE, ...common]] : [QEMU_GA, common];
-  const child = spawn(cmd, args, {
+  const [agentCmd, agentArgs] = kind === 'quiesce' ? [process.execPath, [AGENT_BUNDLE, ...common]] : [QEMU_GA, common];
+  const [cmd, ...args] = [...(opts.wrap ?? []), agentCmd, ...agentArgs];
+  const child = spawn(cmd!, args, {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { QGA_CONF: join(statedir, 'no-such.conf'), PATH: process.env['PATH'], ...opts.env },
   });
