@@ -45,27 +45,35 @@ export class Agent {
   static async create(config: AgentConfig, logger = new AgentLog(config.verbose, config.logfile)): Promise<Agent> {
     // Families need the context before the dispatcher (which needs their commands) exists.
     const self: { agent?: Agent } = {};
+    // A family may find the agent frozen while being created (a frozen-state marker), before the dispatcher exists.
+    let frozenAtStart = false;
     const ctx: AgentContext = {
       config,
       version: VERSION,
       log: logger.log,
       commandInfo: () => self.agent!.dispatcher.info(),
-      isFrozen: () => self.agent!.dispatcher.isFrozen(),
-      setFrozen: (frozen) => self.agent!.setFrozen(frozen),
+      isFrozen: () => (self.agent ? self.agent.dispatcher.isFrozen() : frozenAtStart),
+      setFrozen: (frozen) => {
+        if (self.agent) return self.agent.setFrozen(frozen);
+        frozenAtStart = frozen;
+        // Nothing may reach the disk from here on, not even the other families' start-up lines.
+        if (frozen) logger.hold();
+      },
       delimitResponse: () => {
         self.agent!.delimit = true;
       },
     };
     const families = await commandFamilies(ctx);
     self.agent = new Agent(config, logger, families, ctx);
+    if (frozenAtStart) self.agent.setFrozen(true, true);
     return self.agent;
   }
 
   readonly log = (event: AgentLogEvent): void => this.logger.log(event);
 
-  private setFrozen(frozen: boolean): void {
+  private setFrozen(frozen: boolean, atStart = false): void {
     if (frozen) this.logger.hold();
-    this.dispatcher.setFrozen(frozen);
+    this.dispatcher.setFrozen(frozen, atStart);
     if (frozen) return;
     this.logger.release();
     for (const fn of this.thawWaiters.splice(0)) fn();
@@ -91,6 +99,15 @@ export class Agent {
     });
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * First step of a stop, before the transport closes: families undo what
+   * must not outlive the agent (fsfreeze thaws, so nothing after it can block
+   * on a frozen filesystem).
+   */
+  async prepareStop(): Promise<void> {
+    for (const f of this.families) await f.prepareStop?.();
   }
 
   async close(): Promise<void> {

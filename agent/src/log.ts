@@ -107,7 +107,8 @@ export class AgentLog {
       this.write(`${held.length} log lines kept, ${this.dropped} older ones dropped while frozen\n`);
       this.dropped = 0;
     }
-    for (const line of held) this.write(line);
+    // One write: the thaw's tail is the frozen window's, and a write per line adds to it.
+    if (held.length > 0) this.write(held.join(''));
   }
 
   private write(line: string): void {

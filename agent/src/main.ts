@@ -69,6 +69,8 @@ async function run(config: AgentConfig): Promise<void> {
     if (stopping) return;
     stopping = true;
     agent.log({ kind: 'stopping', reason });
+    // Unlike the reference (which ignores SIGTERM/SIGINT while frozen): thaw first, then stop.
+    await agent.prepareStop();
     await transport?.close();
     await agent.close();
     if (config.daemonize) removePidfile(config.pidfile);

@@ -1,5 +1,7 @@
 import {
+  DEFAULT_FREEZE_LIMIT,
   DEFAULT_HOOK_PATH,
+  DEFAULT_HOOK_TIMEOUT,
   DEFAULT_ISA_PATH,
   DEFAULT_PIDFILE,
   DEFAULT_STATEDIR,
@@ -36,6 +38,17 @@ A guest agent speaking the QEMU guest agent (qemu-ga) protocol.
                     command-line parameters to stdout
   -r, --retry-path  attempt re-opening path if it's unavailable or closed
   -h, --help        display this help and exit
+
+Beyond qemu-ga (long options only; config keys of the same name):
+  --fsfreeze-include=PATH[,PATH]
+                    only these mountpoints can ever be frozen or thawed
+                    (default: every device-backed mount, like qemu-ga)
+  --fsfreeze-hook-timeout=SECS
+                    kill a freeze/thaw hook script after SECS seconds
+                    (default ${DEFAULT_HOOK_TIMEOUT}, 0 for no limit)
+  --fsfreeze-limit=SECS
+                    thaw on its own when frozen longer than SECS seconds
+                    (default ${DEFAULT_FREEZE_LIMIT}, 0 for no limit)
 
 Config file: /etc/qemu/qemu-ga.conf, or the path in QGA_CONF ([general] group,
 the same keys as qemu-ga). Bad options or config: one line on stderr, exit 2.

@@ -13,6 +13,8 @@ export interface CommandInfo {
 }
 
 const FROZEN_REASON = 'the agent is in frozen state';
+const NO_ARGS: readonly never[] = [];
+const EMPTY: QDict = new Map();
 
 /**
  * Holds the registered commands and which are enabled, and runs requests the
@@ -22,6 +24,14 @@ const FROZEN_REASON = 'the agent is in frozen state';
 export class Dispatcher {
   private readonly commands = new Map<string, CommandDef>();
   private frozen = false;
+  /**
+   * Disabled commands and the reason the reference would give: null for -b/-a,
+   * the frozen reason for those disabled by a freeze. Kept as state, like the
+   * reference's per-command flag, because the order of events decides the text
+   * (a blocked command keeps the frozen reason after a thaw; one blocked while
+   * starting frozen has none).
+   */
+  private readonly disabled = new Map<string, string | null>();
 
   constructor(
     commands: readonly CommandDef[],
@@ -32,10 +42,34 @@ export class Dispatcher {
       if (this.commands.has(c.name)) throw new Error(`command ${c.name} registered twice`);
       this.commands.set(c.name, c);
     }
+    this.applyFilters();
   }
 
-  setFrozen(frozen: boolean): void {
+  private filtered(name: string): boolean {
+    return this.blocked.has(name) || (this.allowed !== undefined && !this.allowed.has(name));
+  }
+
+  /** Disables what -b/-a exclude, without a reason. */
+  private applyFilters(): void {
+    for (const name of this.commands.keys()) if (this.filtered(name)) this.disabled.set(name, null);
+  }
+
+  /**
+   * Enters or leaves frozen mode. Entering disables every command that is not
+   * freeze-safe with the frozen reason; leaving re-enables those -b/-a do not
+   * exclude. `atStart` is for an agent that comes up frozen (the marker was
+   * there): the reference then applies -b after the freeze, so blocked
+   * commands answer without a reason.
+   */
+  setFrozen(frozen: boolean, atStart = false): void {
+    if (frozen === this.frozen) return;
     this.frozen = frozen;
+    if (frozen) {
+      for (const c of this.commands.values()) if (!c.freezeSafe) this.disabled.set(c.name, FROZEN_REASON);
+      if (atStart) this.applyFilters();
+      return;
+    }
+    for (const name of [...this.disabled.keys()]) if (!this.filtered(name)) this.disabled.delete(name);
   }
 
   isFrozen(): boolean {
@@ -48,10 +82,7 @@ export class Dispatcher {
 
   /** Why a command is disabled: undefined when enabled, null when disabled without a reason. */
   private disabledReason(c: CommandDef): string | null | undefined {
-    if (this.frozen && !c.freezeSafe) return FROZEN_REASON;
-    if (this.blocked.has(c.name)) return null;
-    if (this.allowed && !this.allowed.has(c.name)) return null;
-    return undefined;
+    return this.disabled.get(c.name);
   }
 
   /** Every registered command, newest registration first as the reference lists them. */
@@ -75,7 +106,7 @@ export class Dispatcher {
     try {
       const command = this.lookup(request);
       const args = request.get('arguments');
-      const visited = visitArgs(command.args ?? [], (args as QDict | undefined) ?? new Map());
+      const visited = visitArgs(command.args ?? NO_ARGS, (args as QDict | undefined) ?? EMPTY);
       const result = await run(command, visited);
       if (command.successResponse === false) return null;
       return { reply: { return: result ?? {} }, id };

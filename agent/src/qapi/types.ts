@@ -33,6 +33,8 @@ export interface CommandDef {
 /** A family of commands with state of its own (open files, freeze state, …). */
 export interface CommandFamily {
   readonly commands: readonly CommandDef[];
+  /** Runs first when the agent stops, before the transport closes (fsfreeze thaws here). */
+  prepareStop?(): void | Promise<void>;
   /** Releases what the family holds when the agent stops. */
   close?(): void | Promise<void>;
 }

@@ -4,7 +4,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { haveQemuGa } from '../../helpers/agents.js';
 import { loopMountSkipReason, useLoopMounts, writeCompletes } from '../../helpers/loop-mounts.js';
-import { markerState, ours, reference, type Client } from './fsfreeze-rig.js';
+import { inNs, markerState, ours, reference, type Client } from './fsfreeze-rig.js';
 
 const SKIP =
   loopMountSkipReason(['ext4', 'xfs', 'btrfs']) ||
@@ -20,8 +20,8 @@ describe('fsfreeze: quiesce-agent and qemu-ga side by side', { skip: SKIP }, () 
   /** Commands both agents register. */
   let common: Set<string>;
   before(async () => {
-    q = await ours(mnts());
-    r = await reference();
+    q = await ours(mnts(), inNs(mounts));
+    r = await reference(inNs(mounts));
     const names = async (c: Client) => (await c.ok<Info>('guest-info')).supported_commands.map((x) => x.name);
     const theirs = new Set(await names(r));
     common = new Set((await names(q)).filter((n) => theirs.has(n)));
@@ -81,11 +81,11 @@ describe('fsfreeze: quiesce-agent and qemu-ga side by side', { skip: SKIP }, () 
     let oursFrozen: unknown;
     try {
       oursFrozen = await frozenView(q);
-      for (const m of mnts()) assert.equal(await writeCompletes(m, 300), false, m);
+      for (const m of mounts) assert.equal(await writeCompletes(m, 300), false, m.mnt);
     } finally {
       assert.equal(await q.ok('guest-fsfreeze-thaw'), 3);
     }
-    for (const m of mnts()) assert.equal(await writeCompletes(m, 3000), true, m);
+    for (const m of mounts) assert.equal(await writeCompletes(m, 3000), true, m.mnt);
 
     assert.equal(await r.ok('guest-fsfreeze-freeze-list', { mountpoints: mnts() }), 3);
     let refFrozen: unknown;
@@ -97,7 +97,7 @@ describe('fsfreeze: quiesce-agent and qemu-ga side by side', { skip: SKIP }, () 
     }
     assert.deepEqual(oursFrozen, refFrozen);
     assert.equal((oursFrozen as { marker: string }).marker, 'ok');
-    for (const m of mnts()) assert.equal(await writeCompletes(m, 3000), true, m);
+    for (const m of mounts) assert.equal(await writeCompletes(m, 3000), true, m.mnt);
     await same('guest-fsfreeze-status');
   });
 

@@ -1,0 +1,35 @@
+/** The longest setTimeout Node honours, in seconds (2^31-1 ms). */
+export const MAX_LIMIT_SECONDS = Math.floor(0x7fffffff / 1000);
+
+/**
+ * Thaws on its own when a freeze outlives its limit: armed after a freeze
+ * (or at start when a frozen-state marker was found), disarmed by any thaw.
+ */
+export class FreezeWatchdog {
+  private timer: NodeJS.Timeout | undefined;
+  private deadline: number | undefined;
+
+  /** Arms for `seconds` (0: no limit) and calls `expire` when it runs out. */
+  arm(seconds: number, expire: () => void): void {
+    this.disarm();
+    if (seconds <= 0) return;
+    const ms = Math.min(seconds, MAX_LIMIT_SECONDS) * 1000;
+    this.deadline = Date.now() + ms;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.deadline = undefined;
+      expire();
+    }, ms);
+  }
+
+  disarm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.deadline = undefined;
+  }
+
+  /** When it fires (ms since the epoch), or undefined when not armed. */
+  get expiresAt(): number | undefined {
+    return this.deadline;
+  }
+}
