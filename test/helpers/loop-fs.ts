@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,20 +51,8 @@ export function removeLoopFs(fs: LoopFs): void {
   rmSync(fs.dir, { recursive: true, force: true });
 }
 
-/**
- * The safety net the project's rules ask for while freeze tests run: a child
- * that thaws / every second (harmless when not frozen). Stop it in `after`.
- */
-export function startRootThawGuard(): { stop(): void } {
-  const child: ChildProcess = spawn('sh', ['-c', 'while true; do fsfreeze -u / 2>/dev/null; sleep 1; done'], {
-    stdio: 'ignore',
-  });
-  return {
-    stop: () => {
-      child.kill('SIGKILL');
-    },
-  };
-}
+/** The `fsfreeze -u /` guard shared with the agent's freeze suites. */
+export { startRootThawGuard } from './loop-mounts.js';
 
 /**
  * Whether a write + fsync to the filesystem completes within `timeoutMs`

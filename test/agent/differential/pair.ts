@@ -54,7 +54,8 @@ export class AgentPair {
 
   /** `args` go to both agents; the reference additionally blocks the dangerous commands. */
   static async start(args: readonly string[] = []): Promise<AgentPair> {
-    const ours = await startAgent('quiesce', { args });
+    // An empty include list: whatever a case sends, ours can never freeze a filesystem of this machine.
+    const ours = await startAgent('quiesce', { args: [...args, '--fsfreeze-include='] });
     let ref: RunningAgent;
     try {
       ref = await startAgent('qemu-ga', { args: [...args, '-b', DANGEROUS_REFERENCE_COMMANDS.join(',')] });
