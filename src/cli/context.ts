@@ -27,7 +27,11 @@ export class CliContext {
   };
   readonly events: LogEvent[] = [];
 
-  constructor(readonly opts: GlobalOptions) {
+  constructor(
+    readonly opts: GlobalOptions,
+    /** Where results go (stdout; tests capture them). */
+    private readonly out: (text: string) => void = (text) => void process.stdout.write(text),
+  ) {
     this.log = createLogger({ verbose: opts.verbose ?? false, capture: this.events, hold: () => this.openWindows > 0 });
   }
 
@@ -52,7 +56,7 @@ export class CliContext {
 
   /** Prints the result: JSON with --json, else the readable text. */
   print(json: unknown, text: string): void {
-    process.stdout.write(this.opts.json ? `${JSON.stringify(json, null, 2)}\n` : text);
+    this.out(this.opts.json ? `${JSON.stringify(json, null, 2)}\n` : text);
   }
 }
 

@@ -20,6 +20,11 @@ export function formatReport(r: RunReport, reportFile?: string): string {
     lines.push(
       `  ${g.ok ? 'ok    ' : 'FAILED'} ${g.guest}: ${g.consistency}${window}${thaw}${g.errors.length ? ` — ${g.errors.join('; ')}` : ''}`,
     );
+    if (g.steps.length) {
+      lines.push(
+        `         steps: ${g.steps.map((s) => `${s.name} ${s.ok ? '' : 'FAILED '}${s.durationMs} ms`).join(', ')}`,
+      );
+    }
   }
   if (reportFile) lines.push(`  report: ${reportFile}`);
   return `${lines.join('\n')}\n`;

@@ -42,7 +42,11 @@ export function guestAgent(
     case 'socket':
       return new StreamAgentClient({ ...common, open: () => openSocket(spec) });
     case 'local':
-      return new StreamAgentClient({ ...common, open: () => openLocal(spec.agentArgs ?? []) });
+      return new StreamAgentClient({
+        ...common,
+        open: () =>
+          openLocal(spec.agentArgs ?? [], { onStderr: (text) => opts.onEvent?.({ kind: 'agent-log', address, text }) }),
+      });
     case 'libvirt':
       return new LibvirtAgent(spec);
   }

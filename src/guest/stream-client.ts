@@ -10,7 +10,9 @@ import { toPlain } from './values.js';
 export type ClientEvent =
   | { kind: 'guest-garbage'; address: string; text: string }
   | { kind: 'guest-resync'; address: string; reason: string }
-  | { kind: 'guest-reconnect'; address: string; attempt: number; reason: string };
+  | { kind: 'guest-reconnect'; address: string; attempt: number; reason: string }
+  /** A line the local agent wrote to its stderr. */
+  | { kind: 'agent-log'; address: string; text: string };
 
 export interface StreamClientOptions {
   readonly address: string;

@@ -33,6 +33,7 @@ const LEVEL: Partial<Record<LogEvent['kind'], 'error' | 'warn' | 'info' | 'debug
   signal: 'warn',
   'journal-busy': 'warn',
   'step-start': 'debug',
+  'agent-log': 'debug',
   'command-output': 'debug',
   warning: 'warn',
   error: 'error',
@@ -86,6 +87,8 @@ export function describe(e: LogEvent): string {
       return `${e.address}: out of sync (${e.reason}); will resync`;
     case 'guest-reconnect':
       return `${e.address}: attempt ${e.attempt} failed (${e.reason}); reconnecting`;
+    case 'agent-log':
+      return `${e.address} agent: ${e.text}`;
     case 'warning':
     case 'error':
       return e.guest ? `${e.guest}: ${e.message}` : e.message;

@@ -16,11 +16,19 @@ export function agentBundlePath(): string {
  */
 export async function openLocal(
   args: readonly string[] = [],
-  env: NodeJS.ProcessEnv = process.env,
+  opts: { env?: NodeJS.ProcessEnv; onStderr?: (line: string) => void } = {},
 ): Promise<ByteChannel> {
   const child = spawn(process.execPath, [agentBundlePath(), '-m', 'stdio', ...args], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-    env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
+  });
+  // The agent's own log lines become the host's log events (one stream, JSON when it should be).
+  let pending = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => {
+    const lines = (pending + d).split('\n');
+    pending = lines.pop()!;
+    for (const line of lines) if (line) opts.onStderr?.(line);
   });
   await new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
