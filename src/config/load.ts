@@ -190,11 +190,15 @@ function resolveSnapshot(
 ): SnapshotConfig {
   if (s.provider === 'command') return { provider: 'command', argv: s.argv, timeoutMs: s.timeout ?? stepMs };
   for (const bad of unknownPlaceholders(s.target, ['disk']))
-    problems.push(`${where}.target: unknown placeholder {${bad}} (known: {guest} {job} {runId} {timestamp} {date} {stateDir} {disk})`);
+    problems.push(
+      `${where}.target: unknown placeholder {${bad}} (known: {guest} {job} {runId} {timestamp} {date} {stateDir} {disk})`,
+    );
   const disks = s.disks ?? 'all';
   // Several disks need several files.
   if ((disks === 'all' || disks.length > 1) && !usesPlaceholder(s.target, 'disk'))
-    problems.push(`${where}.target: needs {disk} when ${disks === 'all' ? 'disks is "all"' : 'several disks are listed'}`);
+    problems.push(
+      `${where}.target: needs {disk} when ${disks === 'all' ? 'disks is "all"' : 'several disks are listed'}`,
+    );
   const mode = s.mode ?? 'backup';
   if (mode === 'snapshot' && s.format === 'raw')
     problems.push(`${where}.format: snapshot mode makes qcow2 overlays (a raw file cannot have a backing file)`);

@@ -50,7 +50,10 @@ export function fillExcept(template: string, values: PlaceholderValues, keep: re
 }
 
 /** Substitutes {name} in one argument; {{ and }} stand for literal braces. */
-export function fillPlaceholders(template: string, values: PlaceholderValues | Readonly<Record<string, string>>): string {
+export function fillPlaceholders(
+  template: string,
+  values: PlaceholderValues | Readonly<Record<string, string>>,
+): string {
   return template.replace(TOKEN, (whole, key: string | undefined) => {
     if (whole === '{{') return '{';
     if (whole === '}}') return '}';

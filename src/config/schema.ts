@@ -40,7 +40,11 @@ const snapshot = z.discriminatedUnion('provider', [
         .union([
           z.literal('all'),
           z
-            .array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a node name or device id: letters, digits, ".", "_", "-"'))
+            .array(
+              z
+                .string()
+                .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a node name or device id: letters, digits, ".", "_", "-"'),
+            )
             .min(1, 'list at least one disk, or say "all"')
             .refine((d) => new Set(d).size === d.length, 'a disk is listed twice'),
         ])

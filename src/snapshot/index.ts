@@ -36,11 +36,5 @@ export function planSnapshot(
   };
 }
 
-export type {
-  PlannedQmpSnapshot,
-  PlannedSnapshot,
-  SnapshotProvider,
-  SnapshotTaken,
-  SnapshotContext,
-} from './types.js';
+export type { PlannedQmpSnapshot, PlannedSnapshot, SnapshotProvider, SnapshotTaken, SnapshotContext } from './types.js';
 export { QmpClient, QmpError, type QmpEvent } from './qmp-client.js';

@@ -8,6 +8,26 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 /** Events kept for waitForEvent() callers that start waiting after the event arrived. */
 const DEFAULT_EVENT_BACKLOG = 1000;
 
+let parserWarm = false;
+
+/**
+ * Runs the parser over a sample of what arrives inside a frozen window (block
+ * job events, then the transaction's reply) so that its code is compiled
+ * before the freeze, not during it: cold, that chunk costs ~0.25 ms and now
+ * and then a few ms more; warm, ~0.09 ms. About 15 ms, once per process.
+ */
+export function warmUpParser(): void {
+  if (parserWarm) return;
+  parserWarm = true;
+  const event = (status: string) =>
+    `{"timestamp": {"seconds": 1795587229, "microseconds": 340949}, "event": "JOB_STATUS_CHANGE", "data": {"status": "${status}", "id": "qz000000-0-backup"}}\r\n`;
+  const sample = Buffer.from(
+    `${event('created')}${event('running')}${event('paused')}${event('running')}{"return": {}, "id": "q1"}\r\n`,
+  );
+  const streamer = new JsonStreamer((m) => void (m.ok && toPlain(m.value)));
+  for (let i = 0; i < 100; i++) streamer.feed(sample);
+}
+
 /** An asynchronous QMP event (BLOCK_JOB_COMPLETED, JOB_STATUS_CHANGE, SHUTDOWN, …). */
 export interface QmpEvent {
   readonly event: string;
@@ -26,9 +46,13 @@ export class QmpError extends QuiesceError {
     address: string,
     guest?: string,
   ) {
-    super('QMP_ERROR', `${address}: QMP ${command}: ${desc}${errorClass !== 'GenericError' ? ` (${errorClass})` : ''}`, {
-      ...(guest !== undefined ? { guest } : {}),
-    });
+    super(
+      'QMP_ERROR',
+      `${address}: QMP ${command}: ${desc}${errorClass !== 'GenericError' ? ` (${errorClass})` : ''}`,
+      {
+        ...(guest !== undefined ? { guest } : {}),
+      },
+    );
     this.name = 'QmpError';
   }
 }
@@ -44,6 +68,13 @@ export interface QmpClientOptions {
   readonly eventBacklog?: number;
   /** Named in errors. */
   readonly guest?: string;
+}
+
+/** A command encoded ahead of time (see QmpClient.prepareCommand). */
+export interface PreparedCommand {
+  readonly command: string;
+  readonly id: string;
+  readonly bytes: Buffer;
 }
 
 export interface QmpCallOptions {
@@ -70,6 +101,7 @@ export class QmpClient {
   greeting: Readonly<Record<string, unknown>> = {};
   private readonly streamer: JsonStreamer;
   private readonly pending = new Map<string, Pending>();
+  private readonly sent = new WeakSet<PreparedCommand>();
   private readonly listeners = new Set<(e: QmpEvent) => void>();
   private readonly backlog: QmpEvent[] = [];
   private readonly maxMessageBytes: number;
@@ -112,7 +144,9 @@ export class QmpClient {
       }, timeoutMs);
       s.once('error', (err) => {
         clearTimeout(timer);
-        reject(new QuiesceError('CONNECT_FAILED', `qmp:${path}: cannot connect: ${err.message}`, { cause: err, ...guest }));
+        reject(
+          new QuiesceError('CONNECT_FAILED', `qmp:${path}: cannot connect: ${err.message}`, { cause: err, ...guest }),
+        );
       });
       s.once('connect', () => {
         clearTimeout(timer);
@@ -167,12 +201,28 @@ export class QmpClient {
 
   /** Runs one command and returns its `return` member as plain values; an error reply throws QmpError. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: QmpCallOptions = {}): Promise<T> {
-    if (this.closedWith) return Promise.reject(this.closedWith);
-    const timeoutMs = opts.timeoutMs ?? this.opts.commandTimeoutMs ?? 10_000;
+    return this.send<T>(this.prepareCommand(command, args), opts);
+  }
+
+  /**
+   * Encodes a command now, with its id reserved, to be sent later by send():
+   * a command meant for a frozen window is encoded before the window opens.
+   */
+  prepareCommand(command: string, args?: Record<string, unknown>): PreparedCommand {
     const id = `q${this.nextId++}`;
     const request: Record<string, JsonOut> = { execute: command };
     if (args !== undefined) request['arguments'] = args as JsonOut;
     request['id'] = id;
+    return { command, id, bytes: Buffer.from(`${encode(request)}\n`) };
+  }
+
+  /** Sends a prepared command (once) and resolves with its `return` member, like execute(). */
+  send<T = unknown>(prepared: PreparedCommand, opts: QmpCallOptions = {}): Promise<T> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    const { command, id } = prepared;
+    if (this.sent.has(prepared)) return Promise.reject(new Error(`QMP command ${id} (${command}) was sent already`));
+    this.sent.add(prepared);
+    const timeoutMs = opts.timeoutMs ?? this.opts.commandTimeoutMs ?? 10_000;
     return new Promise<T>((resolve, reject) => {
       const signal = opts.signal;
       const finish = (): void => {
@@ -184,7 +234,11 @@ export class QmpClient {
       const timer = setTimeout(() => {
         finish();
         reject(
-          new QuiesceError('TIMEOUT', `${this.address}: no reply to ${command} within ${timeoutMs} ms`, this.guestOpt()),
+          new QuiesceError(
+            'TIMEOUT',
+            `${this.address}: no reply to ${command} within ${timeoutMs} ms`,
+            this.guestOpt(),
+          ),
         );
       }, timeoutMs);
       const onAbort = (): void => {
@@ -209,7 +263,7 @@ export class QmpClient {
           reject(e);
         },
       });
-      this.socket.write(`${encode(request)}\n`);
+      this.socket.write(prepared.bytes);
     });
   }
 

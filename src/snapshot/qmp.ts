@@ -4,7 +4,7 @@ import { QuiesceError } from '../errors.js';
 import { formatDuration } from '../config/duration.js';
 import { fillPlaceholders } from '../config/placeholders.js';
 import type { Log } from '../log/logger.js';
-import { QmpClient, type QmpEvent } from './qmp-client.js';
+import { QmpClient, warmUpParser, type PreparedCommand, type QmpEvent } from './qmp-client.js';
 import type { PlannedQmpSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from './types.js';
 
 /** After one job of a grouped transaction fails, how long the others get to report their end. */
@@ -73,6 +73,7 @@ class QmpSnapshot implements SnapshotProvider {
   private unsubscribe: (() => void) | undefined;
   private guest: string | undefined;
   private disposed = false;
+  private request: PreparedCommand | undefined;
 
   constructor(private readonly s: PlannedQmpSnapshot) {}
 
@@ -111,6 +112,7 @@ class QmpSnapshot implements SnapshotProvider {
     });
     this.qmp = qmp;
     this.unsubscribe = qmp.onEvent((e) => this.onEvent(e));
+    warmUpParser();
     const found = await resolveDisks(qmp, s.disks, s.mode, guest);
     const tag = randomBytes(3).toString('hex');
     this.disks = found.map((d, i) => {
@@ -127,11 +129,13 @@ class QmpSnapshot implements SnapshotProvider {
     });
     const targets = this.disks.map((d) => d.target);
     const twice = targets.find((t, i) => targets.indexOf(t) !== i);
-    if (twice) throw new QuiesceError('CONFIG', `two disks would be written to ${twice}: put {disk} in the target`, { guest });
+    if (twice)
+      throw new QuiesceError('CONFIG', `two disks would be written to ${twice}: put {disk} in the target`, { guest });
     for (const d of this.disks) {
       this.reserve(d, guest);
       if (s.mode === 'backup') await this.addTarget(d);
     }
+    this.request = this.transactionRequest();
   }
 
   /** Creates the target exclusively: an existing file is never overwritten (QEMU's own create would truncate it). */
@@ -187,7 +191,23 @@ class QmpSnapshot implements SnapshotProvider {
 
   async take(ctx: SnapshotContext): Promise<SnapshotTaken> {
     await this.prepare(ctx);
-    const qmp = this.qmp!;
+    // Not tied to the signal: if the window is cut short, dispose() still learns whether QEMU accepted it.
+    const reply = this.qmp!.send(this.request!);
+    this.transaction = reply.then(
+      () => true,
+      () => false,
+    );
+    await untilAborted(reply, ctx.signal, ctx.guest);
+    const files = this.disks.map((d) => d.target);
+    if (this.s.mode === 'snapshot') {
+      this.finished = true;
+      return { files };
+    }
+    return { files, complete: (c) => this.complete(c) };
+  }
+
+  /** The one transaction for the window, encoded before the freeze. */
+  private transactionRequest(): PreparedCommand {
     const s = this.s;
     const actions =
       s.mode === 'backup'
@@ -205,23 +225,11 @@ class QmpSnapshot implements SnapshotProvider {
               mode: 'absolute-paths',
             },
           }));
-    // Not tied to the signal: if the window is cut short, dispose() still learns whether QEMU accepted it.
-    const reply = qmp.execute('transaction', {
+    return this.qmp!.prepareCommand('transaction', {
       actions,
       // One job failing cancels the others: a backup is all disks or nothing.
       ...(s.mode === 'backup' && this.disks.length > 1 ? { properties: { 'completion-mode': 'grouped' } } : {}),
     });
-    this.transaction = reply.then(
-      () => true,
-      () => false,
-    );
-    await untilAborted(reply, ctx.signal, ctx.guest);
-    const files = this.disks.map((d) => d.target);
-    if (s.mode === 'snapshot') {
-      this.finished = true;
-      return { files };
-    }
-    return { files, complete: (c) => this.complete(c) };
   }
 
   /** After the thaw: every job must end with BLOCK_JOB_COMPLETED and no error; then the target nodes go. */
@@ -298,7 +306,9 @@ class QmpSnapshot implements SnapshotProvider {
         );
       }, timeoutMs);
       const onAbort = (): void =>
-        finish(new QuiesceError('INTERRUPTED', 'interrupted while waiting for the copy', { ...opt, cause: signal?.reason }));
+        finish(
+          new QuiesceError('INTERRUPTED', 'interrupted while waiting for the copy', { ...opt, cause: signal?.reason }),
+        );
       const offClose = this.qmp!.onClose((err) =>
         finish(new QuiesceError('BLOCK_JOB_FAILED', `QEMU's monitor went away during the copy: ${err.message}`, opt)),
       );
@@ -410,8 +420,11 @@ export async function resolveDisks(
   );
   let picked: { name: string; node: string; size: number }[];
   if (want === 'all') {
-    picked = attached.filter((a) => !a.ro).map((a) => ({ name: a.device ?? a.id ?? a.node, node: a.node, size: a.size }));
-    if (picked.length === 0) throw new QuiesceError('CONFIG_MISMATCH', `QEMU (${qmp.address}) has no writable disk`, opt);
+    picked = attached
+      .filter((a) => !a.ro)
+      .map((a) => ({ name: a.device ?? a.id ?? a.node, node: a.node, size: a.size }));
+    if (picked.length === 0)
+      throw new QuiesceError('CONFIG_MISMATCH', `QEMU (${qmp.address}) has no writable disk`, opt);
   } else {
     type NodeInfo = { 'node-name': string; image?: { 'virtual-size'?: number } };
     let nodes: NodeInfo[] | undefined;

@@ -133,7 +133,7 @@ async function runUnit(
     }
 
     if (snapshotOk && !deps.signals.received) {
-      await Promise.all(runs.map((r) => postSteps(r, deps.log)));
+      await Promise.all(runs.map((r) => postSteps(r, deps.log, deps.signals)));
     }
     for (const r of runs) {
       r.result.ok =
@@ -147,10 +147,11 @@ async function runUnit(
 }
 
 /** Backup, verify, prune and post-hooks: outside the frozen window; the first failure stops the rest. */
-async function postSteps(r: GuestRun, log: Log): Promise<void> {
+async function postSteps(r: GuestRun, log: Log, signals: SignalGuard): Promise<void> {
   const g = r.plan;
   try {
-    await r.completeSnapshot();
+    // A signal during a long copy cancels it (the guest is thawed already) rather than waiting it out.
+    await r.completeSnapshot(signals);
     if (g.backup) await r.command('backup', g.backup);
     if (g.verify) await r.command('verify', g.verify);
     if (g.prune) await r.step('prune', () => prune(g.name, g.prune!, { log, dryRun: false }));

@@ -15,6 +15,7 @@ import { runCommand } from './command.js';
 import { snapshotProvider, type SnapshotProvider, type SnapshotTaken } from '../snapshot/index.js';
 import type { GuestPlan, PlannedCommand } from './plan.js';
 import type { GuestResult } from './results.js';
+import type { SignalGuard } from './signals.js';
 
 /** How a run reaches guests (tests substitute connectors). */
 export type AgentFactory = (g: GuestPlan, log: Log) => GuestAgent;
@@ -97,20 +98,29 @@ export class GuestRun {
   /** Takes the snapshot through the guest's provider; what it leaves running is completed after the thaw. */
   async snapshot(signal: AbortSignal | undefined, inWindow: boolean): Promise<void> {
     await this.step('snapshot', async () => {
+      const t0 = performance.now();
       this.taken = await this.provider.take({
         guest: this.plan.name,
         log: this.log,
         inWindow,
         ...(signal ? { signal } : {}),
       });
+      this.result.snapshotMs = Math.round((performance.now() - t0) * 100) / 100;
       if (this.taken.files) this.result.snapshotFiles = [...this.taken.files];
     });
   }
 
-  /** Outside the window: waits for what the snapshot left running (a block job copying). */
-  async completeSnapshot(): Promise<void> {
+  /** Outside the window: waits for what the snapshot left running (a block job copying); a signal ends the wait. */
+  async completeSnapshot(signals?: SignalGuard): Promise<void> {
     const complete = this.taken?.complete;
-    if (complete) await this.step('snapshot-complete', () => complete({ log: this.log }));
+    if (!complete) return;
+    const abort = new AbortController();
+    signals?.register(abort);
+    try {
+      await this.step('snapshot-complete', () => complete({ log: this.log, signal: abort.signal }));
+    } finally {
+      signals?.unregister(abort);
+    }
   }
 
   /** Lock the guest's channel, connect and sync, check the agent can freeze what the plan asks. */
@@ -212,8 +222,10 @@ export class GuestRun {
     try {
       await this.step('thaw', async () => {
         const thawOnce = async (): Promise<void> => {
+          const t0 = performance.now();
           const n = (await this.exec('guest-fsfreeze-thaw', undefined, g.timeouts.thawMs)) as number;
           this.thawedAt = performance.now();
+          this.result.thawMs = Math.round((this.thawedAt - t0) * 100) / 100;
           thawed = (thawed ?? 0) + n;
         };
         const failed = (error: Error, attemptNumber: number): void => {

@@ -23,6 +23,9 @@ export interface GuestResult {
   /** From sending the freeze to the thaw's reply (an upper bound of the real window). */
   frozenWindowMs?: number;
   freezeMs?: number;
+  /** The window's other parts: the snapshot step (provider's take) and the thaw that ended it (its last attempt). */
+  snapshotMs?: number;
+  thawMs?: number;
   /** Files the snapshot wrote (QMP backup targets or overlays), when the provider names them. */
   snapshotFiles?: string[];
   steps: StepResult[];

@@ -47,6 +47,21 @@ describe('QMP client (against a scripted QMP server)', () => {
     assert.deepEqual(seen, ['JOB_STATUS_CHANGE', 'BLOCK_JOB_COMPLETED']);
   });
 
+  test('a command encoded ahead (prepareCommand) is sent once by send() and answered like execute()', async () => {
+    fake = await FakeQmp.start((req, c) => {
+      if (req.execute === 'transaction') c.reply(req, { took: (req.arguments!['actions'] as unknown[]).length });
+      if (req.execute === 'query-status') c.reply(req, 'running');
+    });
+    client = await QmpClient.connect(fake.path);
+    const prepared = client.prepareCommand('transaction', { actions: [{ type: 'x' }, { type: 'y' }] });
+    // Other commands may run in between; the reserved id stays unique.
+    assert.equal(await client.execute('query-status'), 'running');
+    assert.deepEqual(await client.send(prepared), { took: 2 });
+    await assert.rejects(client.send(prepared), /was sent already/);
+    const ids = fake.requests.map((r) => r.id);
+    assert.equal(new Set(ids).size, ids.length);
+  });
+
   test('an error reply is a QmpError with class and description (code QMP_ERROR)', async () => {
     fake = await FakeQmp.start((req, c) => {
       if (req.execute === 'blockdev-del') c.error(req, "Failed to find node with node-name='x'", 'DeviceNotFound');

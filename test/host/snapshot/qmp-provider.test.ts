@@ -331,6 +331,23 @@ describe('qmp provider: how block jobs end (scripted QMP)', () => {
     assert.equal(f.requests.filter((r) => r.execute === 'block-job-cancel').length, 2);
   });
 
+  test('a signal during the copy ends the wait (INTERRUPTED); dispose cancels the jobs and removes the files', async () => {
+    const f = await scripted(() => undefined);
+    const log = captureLogger();
+    const p = provider(f.path, 60_000);
+    await p.prepare!({ guest: 'vm', log });
+    const taken = await p.take({ guest: 'vm', log, inWindow: true });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(new Error('received SIGTERM')), 50);
+    await assert.rejects(
+      taken.complete!({ log, signal: ac.signal }),
+      (err: unknown) => err instanceof QuiesceError && err.code === 'INTERRUPTED',
+    );
+    await p.dispose!({ guest: 'vm', log });
+    assert.equal(f.requests.filter((r) => r.execute === 'block-job-cancel').length, 2);
+    for (const file of taken.files!) assert.ok(!existsSync(file), file);
+  });
+
   test('QEMU going away during the copy fails it clearly', async () => {
     const f = await scripted(() => {
       setTimeout(() => {
