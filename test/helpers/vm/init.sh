@@ -4,6 +4,9 @@
 #   quiesce.agent=quiesce|qemu-ga   which agent to run (default quiesce)
 #   quiesce.arg=WORD                one extra agent argument; repeat for more (no spaces inside)
 #   quiesce.restart_delay=SECONDS   pause between agent restarts (default 1)
+#   quiesce.writer=1                run the data writer (below) while the agent runs
+#   quiesce.crash_hook=1            install /run/quiesce-vm/crash-hook, an fsfreeze hook (agent flag
+#                                   --fsfreeze-hook=PATH) that kills the agent 2 s after its first freeze
 # Every line meant for the host starts with "QUIESCE-VM: " on the console (ttyS0).
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp /data /bin /sbin /usr/bin /usr/sbin /var
 /bin/busybox --install -s
@@ -61,13 +64,55 @@ fi
 agent=quiesce
 delay=1
 args=
+writer=0
+crash_hook=0
 for w in $(cat /proc/cmdline); do
   case "$w" in
     quiesce.agent=*) agent=${w#*=} ;;
     quiesce.arg=*) args="$args ${w#*=}" ;;
     quiesce.restart_delay=*) delay=${w#*=} ;;
+    quiesce.writer=*) writer=${w#*=} ;;
+    quiesce.crash_hook=*) crash_hook=${w#*=} ;;
   esac
 done
+mkdir -p /run/quiesce-vm
+
+# The end-to-end tests' writer: file N (65536 bytes of "quiesce-writer N" lines) is written to
+# /data/w/tmp with dd conv=fsync, renamed to /data/w/<N mod 64>, then N is appended to /data/w/log
+# and announced on the console. A freeze of /data stalls it; a thaw lets it go on.
+write_loop() {
+  mkdir -p /data/w
+  n=0
+  while :; do
+    n=$((n + 1))
+    yes "quiesce-writer $n" | head -c 65536 | dd of=/data/w/tmp conv=fsync 2>/dev/null || {
+      sleep 1
+      continue
+    }
+    mv /data/w/tmp "/data/w/$((n % 64))"
+    echo "$n" >>/data/w/log
+    say "writer $n"
+  done
+}
+if [ "$writer" = 1 ]; then
+  write_loop </dev/null &
+  say "writer started pid=$!"
+fi
+
+# Crash tests: an agent with no guest-exec cannot be asked to kill itself, but it runs this hook
+# before its first freeze; the kill lands 2 s later, while frozen. It fires once per boot.
+if [ "$crash_hook" = 1 ]; then
+  cat >/run/quiesce-vm/crash-hook <<'HOOK'
+#!/bin/sh
+[ "$1" = freeze ] || exit 0
+[ -e /run/quiesce-vm/crashed ] && exit 0
+: >/run/quiesce-vm/crashed
+pid=$(cat /run/quiesce-vm/agent.pid)
+(sleep 2; echo "QUIESCE-VM: crash hook kills agent pid=$pid" >/dev/console; kill -9 "$pid") </dev/null >/dev/null 2>&1 &
+exit 0
+HOOK
+  chmod 755 /run/quiesce-vm/crash-hook
+fi
 port=/dev/virtio-ports/org.qemu.guest_agent.0
 case "$agent" in
   quiesce) set -- /usr/bin/node /agent/dist/quiesce-agent.mjs ;;
@@ -84,6 +129,7 @@ while :; do
   # shellcheck disable=SC2086
   "$@" -m virtio-serial -p "$port" -t "$state" $args &
   pid=$!
+  echo "$pid" >/run/quiesce-vm/agent.pid
   say "agent started kind=$agent n=$n pid=$pid up=$(cut -d' ' -f1 /proc/uptime)"
   wait $pid
   rc=$?
