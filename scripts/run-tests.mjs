@@ -20,4 +20,18 @@ if (files.length === 0) {
 const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
   stdio: 'inherit',
 });
+// The libvirt tests start libvirtd/virtlogd when none answers and share them across files; stop the
+// ones they started (a daemon that was already running is left alone).
+const stop = spawnSync(
+  process.execPath,
+  [
+    '--import',
+    'tsx',
+    '--input-type=module',
+    '-e',
+    "const m = await import('./test/helpers/libvirt.ts'); await m.stopStartedLibvirtd();",
+  ],
+  { stdio: 'inherit' },
+);
+if (stop.status !== 0) console.error('could not stop the libvirt daemons the tests started');
 process.exit(r.status ?? 1);

@@ -182,7 +182,7 @@ function readStarted(): Record<string, number> {
 /**
  * Stops the daemons this helper started (pids from daemonsFile(), each
  * checked against its command line first). Daemons it did not start are left
- * alone. Not called by the tests: the daemons serve the whole session.
+ * alone. scripts/run-tests.mjs calls it once every test file has run.
  */
 export async function stopStartedLibvirtd(): Promise<void> {
   const started = readStarted();
