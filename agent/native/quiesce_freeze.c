@@ -7,15 +7,24 @@
  *   thaw(path)     -> how many FITHAW calls succeeded before the first failure
  *                     (>= 0), -errno (< 0) when the mount could not be opened
  *   strerror(n)    -> the C library's text for errno n
+ *   watch(fd, cb)  -> a readiness watch on a descriptor (libuv's poll handle):
+ *                     arm(w) waits once for it to be readable, then calls
+ *                     cb(status) on the event loop (status < 0: a libuv error);
+ *                     unwatch(w) ends it
  *
- * Calls are synchronous like the reference agent's: nothing else runs in the
- * agent while a filesystem is being frozen.
+ * Freeze and thaw are synchronous like the reference agent's: nothing else
+ * runs in the agent while a filesystem is being frozen. The watch exists for
+ * the serial transports: Node has no readiness events for a character device
+ * that is not a tty, and polling it on a timer puts the timer's period in
+ * front of every request, the thaw included.
  */
 #include <node_api.h>
+#include <uv.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <linux/fs.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -92,11 +101,146 @@ static napi_value js_strerror(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * One readiness watch: a libuv poll handle armed once per wait. Two owners
+ * keep it: the handle until libuv has closed it, and the JS external until it
+ * is collected; the memory goes with the last.
+ */
+typedef struct {
+  uv_poll_t handle;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+  int closed;
+  int owners;
+} watch_t;
+
+static void release(watch_t *w) {
+  if (--w->owners == 0) free(w);
+}
+
+static void watch_closed(uv_handle_t *h) { release(h->data); }
+
+/* Ends the poll handle once: unwatch(), or the external collected without one. */
+static void close_watch(watch_t *w) {
+  if (w->closed) return;
+  w->closed = 1;
+  uv_close((uv_handle_t *)&w->handle, watch_closed);
+}
+
+static void watch_finalize(napi_env env, void *data, void *hint) {
+  watch_t *w = data;
+  (void)env;
+  (void)hint;
+  close_watch(w);
+  release(w);
+}
+
+static void on_readable(uv_poll_t *h, int status, int events) {
+  watch_t *w = h->data;
+  napi_handle_scope scope;
+  napi_value cb, recv, arg;
+  (void)events;
+  /* One event per arm(): a hang-up stays readable, and the caller decides when to wait again. */
+  uv_poll_stop(h);
+  napi_open_handle_scope(w->env, &scope);
+  if (w->callback != NULL && napi_get_reference_value(w->env, w->callback, &cb) == napi_ok && cb != NULL) {
+    /* make_callback wants an object as the receiver. */
+    napi_get_global(w->env, &recv);
+    napi_create_int32(w->env, status, &arg);
+    if (napi_make_callback(w->env, w->context, recv, cb, 1, &arg, NULL) == napi_pending_exception) {
+      /* Nothing up the stack would see it: report it as uncaught, as Node does for its own callbacks. */
+      napi_value err;
+      napi_get_and_clear_last_exception(w->env, &err);
+      napi_fatal_exception(w->env, err);
+    }
+  }
+  napi_close_handle_scope(w->env, scope);
+}
+
+static watch_t *get_watch(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_external(env, argv[0], &data) != napi_ok) {
+    napi_throw_type_error(env, NULL, "a watch is required");
+    return NULL;
+  }
+  return data;
+}
+
+static napi_value js_watch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], name, out;
+  int32_t fd;
+  uv_loop_t *loop;
+  watch_t *w;
+  int rc;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "a descriptor and a callback are required");
+    return NULL;
+  }
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    napi_throw_error(env, NULL, "no event loop");
+    return NULL;
+  }
+  w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  rc = uv_poll_init(loop, &w->handle, fd);
+  if (rc != 0) {
+    free(w);
+    napi_throw_error(env, uv_err_name(rc), uv_strerror(rc));
+    return NULL;
+  }
+  w->handle.data = w;
+  w->env = env;
+  w->owners = 2;
+  napi_create_reference(env, argv[1], 1, &w->callback);
+  napi_create_string_utf8(env, "quiesce-agent:watch", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &w->context);
+  napi_create_external(env, w, watch_finalize, NULL, &out);
+  return out;
+}
+
+static napi_value js_arm(napi_env env, napi_callback_info info) {
+  watch_t *w = get_watch(env, info);
+  int rc;
+  if (w == NULL) return NULL;
+  if (w->closed) {
+    napi_throw_error(env, NULL, "the watch has ended");
+    return NULL;
+  }
+  rc = uv_poll_start(&w->handle, UV_READABLE, on_readable);
+  if (rc != 0) {
+    napi_throw_error(env, uv_err_name(rc), uv_strerror(rc));
+    return NULL;
+  }
+  return NULL;
+}
+
+static napi_value js_unwatch(napi_env env, napi_callback_info info) {
+  watch_t *w = get_watch(env, info);
+  if (w == NULL || w->closed) return NULL;
+  napi_delete_reference(env, w->callback);
+  w->callback = NULL;
+  napi_async_destroy(env, w->context);
+  close_watch(w);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"freeze", NULL, js_freeze, NULL, NULL, NULL, napi_enumerable, NULL},
       {"thaw", NULL, js_thaw, NULL, NULL, NULL, napi_enumerable, NULL},
       {"strerror", NULL, js_strerror, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"watch", NULL, js_watch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"arm", NULL, js_arm, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unwatch", NULL, js_unwatch, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -29,10 +29,18 @@ export interface FreezeBackend {
 export const ADDON_BUNDLED_NAME = 'quiesce-freeze.node';
 const ADDON_BUILT = join('native', 'build', 'Release', 'quiesce_freeze.node');
 
-interface Addon {
+/** An opaque readiness watch made by the addon. */
+export type AddonWatch = { readonly __watch: unique symbol };
+
+/** What agent/native/quiesce_freeze.c exports. */
+export interface Addon {
   freeze(path: string): number;
   thaw(path: string): number;
   strerror(errno: number): string;
+  /** A libuv poll watch on `fd`; each arm() calls `cb` once, when the descriptor is readable (status < 0: error). */
+  watch(fd: number, cb: (status: number) => void): AddonWatch;
+  arm(watch: AddonWatch): void;
+  unwatch(watch: AddonWatch): void;
 }
 
 const ERRNO_NAMES = new Map<number, string>();
@@ -115,16 +123,22 @@ export function fsfreezeBackend(reason: string, program = 'fsfreeze'): FreezeBac
  * bundle), else fsfreeze(8). QUIESCE_AGENT_NO_ADDON=1 forces the fallback.
  */
 export function loadFreezeBackend(candidates: readonly string[] = addonCandidates()): FreezeBackend {
-  if (process.env['QUIESCE_AGENT_NO_ADDON'] === '1') return fsfreezeBackend('QUIESCE_AGENT_NO_ADDON=1');
+  const r = loadAddon(candidates);
+  return 'addon' in r ? addonBackend(r.addon) : fsfreezeBackend(r.reason);
+}
+
+/** The first candidate that loads, or why none did. QUIESCE_AGENT_NO_ADDON=1: none. */
+export function loadAddon(candidates: readonly string[] = addonCandidates()): { addon: Addon } | { reason: string } {
+  if (process.env['QUIESCE_AGENT_NO_ADDON'] === '1') return { reason: 'QUIESCE_AGENT_NO_ADDON=1' };
   const require = createRequire(import.meta.url);
   const errors: string[] = [];
   for (const path of candidates) {
     if (!existsSync(path)) continue;
     try {
-      return addonBackend(require(path) as Addon);
+      return { addon: require(path) as Addon };
     } catch (err) {
       errors.push(`${path}: ${(err as Error).message}`);
     }
   }
-  return fsfreezeBackend(errors.length > 0 ? errors.join('; ') : `no ${ADDON_BUNDLED_NAME} found`);
+  return { reason: errors.length > 0 ? errors.join('; ') : `no ${ADDON_BUNDLED_NAME} found` };
 }

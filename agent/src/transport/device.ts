@@ -1,8 +1,9 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { constants, readSync, writeSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { Agent } from '../agent.js';
+import { loadAddon } from '../freeze/ioctl.js';
 import { Session, type Peer } from '../session.js';
 import type { Transport } from './transport.js';
 
@@ -11,21 +12,94 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** How long to wait on EOF (no host attached) and between re-opens with -r, as the reference does. */
 export const EOF_SLEEP_MS = 100;
 export const RETRY_SLEEP_MS = 5000;
-/** Longest wait between two reads of an idle device (polling starts at 1 ms after data and doubles). */
+/** Without the addon: longest wait between two reads of an idle device (1 ms after data, doubling). */
 export const IDLE_POLL_MAX_MS = 50;
 
 const wouldBlock = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'EAGAIN';
+
+/** Waits for a descriptor to have something to read. */
+interface Readiness {
+  readonly kind: 'epoll' | 'timer';
+  /** Resolves when the descriptor is readable (or, with the timer, may be). */
+  wait(): Promise<void>;
+  /** Data arrived: the timer starts again at its shortest period. */
+  reset(): void;
+  /** Ends the watch; a pending wait() resolves. */
+  close(): void;
+}
+
+/**
+ * Readiness from the addon's libuv poll watch (epoll, as the reference's
+ * GLib main loop does), so a request is read the moment it arrives. Without
+ * the addon, a timer that backs off from 1 ms to IDLE_POLL_MAX_MS: then a
+ * request after an idle spell waits for the timer.
+ */
+function readiness(fd: number, agent: Agent): Readiness {
+  const loaded = loadAddon();
+  let why = 'reason' in loaded ? loaded.reason : '';
+  if ('addon' in loaded) {
+    const { addon } = loaded;
+    let wake: (() => void) | undefined;
+    const fire = (): void => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    try {
+      // A status < 0 wakes the reader too: its next read meets the error itself.
+      const watch = addon.watch(fd, fire);
+      return {
+        kind: 'epoll',
+        wait: () =>
+          new Promise<void>((resolve) => {
+            wake = resolve;
+            addon.arm(watch);
+          }),
+        reset: () => undefined,
+        close: () => {
+          addon.unwatch(watch);
+          fire();
+        },
+      };
+    } catch (err) {
+      why = (err as Error).message;
+    }
+  }
+  agent.log({ kind: 'debug', message: `polling the device on a timer (no readiness events: ${why})` });
+  let idle = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let wake: (() => void) | undefined;
+  return {
+    kind: 'timer',
+    wait: () => {
+      idle = Math.min(idle * 2 || 1, IDLE_POLL_MAX_MS);
+      return new Promise<void>((resolve) => {
+        wake = resolve;
+        timer = setTimeout(resolve, idle);
+      });
+    },
+    reset: () => {
+      idle = 0;
+    },
+    close: () => {
+      clearTimeout(timer);
+      wake?.();
+    },
+  };
+}
 
 /**
  * virtio-serial and isa-serial: a character device kept open. EOF means no
  * host is attached: wait and read again, keeping the device open. With
  * `retry` a device that vanishes or fails is re-opened until it is back.
  *
- * The device is non-blocking and polled: Node has no readiness events for a
+ * The device is non-blocking and read when epoll says it is readable
+ * (readiness(), above): Node has no readiness events of its own for a
  * character device that is not a tty, and a blocking read would sit in
  * libuv's thread pool forever with no host writing, which makes
  * process.exit() hang (it joins the pool) — the agent could not stop on
- * SIGTERM.
+ * SIGTERM. Reads and writes are non-blocking system calls made directly,
+ * without a trip through the thread pool.
  */
 export function device(
   agent: Agent,
@@ -36,6 +110,7 @@ export function device(
   let handle: FileHandle | undefined;
   let gate: Promise<void> | undefined;
   let openGate: (() => void) | undefined;
+  let ready: Readiness | undefined;
 
   const peer = (fh: FileHandle): Peer => ({
     write: async (data) => {
@@ -43,7 +118,7 @@ export function device(
       let wait = 1;
       while (off < data.length && !stopped) {
         try {
-          off += (await fh.write(data, off, data.length - off, null)).bytesWritten;
+          off += writeSync(fh.fd, data, off, data.length - off);
           wait = 1;
         } catch (err) {
           if (!wouldBlock(err)) {
@@ -86,27 +161,30 @@ export function device(
       }
       handle = fh;
       const session = new Session(agent, peer(fh));
+      const r = readiness(fh.fd, agent);
+      ready = r;
       try {
-        let idle = 0;
         while (!stopped) {
           if (gate) await gate;
           let bytesRead: number;
           try {
-            ({ bytesRead } = await fh.read(buf, 0, buf.length, null));
+            bytesRead = readSync(fh.fd, buf, 0, buf.length, null);
           } catch (err) {
             if (!wouldBlock(err)) throw err;
-            idle = Math.min(idle * 2 || 1, IDLE_POLL_MAX_MS);
-            await sleep(idle);
+            await r.wait();
             continue;
           }
           if (bytesRead === 0) {
+            // No host attached: the device reads as EOF (and epoll says readable) until one is.
             await sleep(EOF_SLEEP_MS);
             continue;
           }
-          idle = 0;
+          r.reset();
           session.feed(buf.subarray(0, bytesRead));
         }
       } catch (err) {
+        r.close();
+        ready = undefined;
         session.close();
         await fh.close().catch(() => undefined);
         fh = undefined;
@@ -133,6 +211,7 @@ export function device(
     close: async () => {
       stopped = true;
       openGate?.();
+      ready?.close();
       await handle?.close().catch(() => undefined);
     },
   };

@@ -33,28 +33,43 @@ describe('device transports over a pseudo-terminal', () => {
     return p;
   };
 
-  for (const method of ['virtio-serial', 'isa-serial'] as const) {
-    test(`${method}: answers requests on the device and stops on SIGTERM`, { timeout: 20_000 }, async () => {
-      const relay = track(await startPtyRelay());
-      const dir = tempDir('quiesce-dev-');
-      cleanups.push(() => dir.remove());
-      const agent = track(spawnAgentBundle(['-m', method, '-p', relay.slave, '-t', dir.path]));
-      const seen = await syncOver(relay, 4242, 8000);
-      assert.ok(seen.endsWith('\xff{"return": 4242}\n'));
-      relay.send('{"execute":"guest-ping","id":"dev"}{"execute":"guest-nope"}');
-      await waitFor(() => relay.received().toString('latin1').includes('not been found'), 'the replies', 5000);
-      const text = relay.received().toString('latin1');
-      assert.ok(
-        text.includes(
-          '{"return": {}, "id": "dev"}\n{"error": {"class": "CommandNotFound", "desc": "The command guest-nope has not been found"}}\n',
-        ),
-      );
-      const t0 = Date.now();
-      agent.child.kill('SIGTERM');
-      assert.equal(await agent.exited, 0);
-      assert.ok(Date.now() - t0 < 2500, `stopped in ${Date.now() - t0} ms, not after the SIGKILL fallback`);
-    });
-  }
+  // Readiness comes from the addon's epoll watch; without the addon, from a timer that backs off.
+  const readiness = [
+    { how: 'epoll watch', env: {}, timer: false },
+    { how: 'timer (no addon)', env: { QUIESCE_AGENT_NO_ADDON: '1' }, timer: true },
+  ];
+  for (const { how, env, timer } of readiness)
+    for (const method of ['virtio-serial', 'isa-serial'] as const) {
+      test(`${method}, ${how}: answers requests on the device and stops on SIGTERM`, { timeout: 20_000 }, async () => {
+        const relay = track(await startPtyRelay());
+        const dir = tempDir('quiesce-dev-');
+        cleanups.push(() => dir.remove());
+        const agent = track(spawnAgentBundle(['-v', '-m', method, '-p', relay.slave, '-t', dir.path], env));
+        const seen = await syncOver(relay, 4242, 8000);
+        assert.ok(seen.endsWith('\xff{"return": 4242}\n'));
+        relay.send('{"execute":"guest-ping","id":"dev"}{"execute":"guest-nope"}');
+        await waitFor(() => relay.received().toString('latin1').includes('not been found'), 'the replies', 5000);
+        const text = relay.received().toString('latin1');
+        assert.ok(
+          text.includes(
+            '{"return": {}, "id": "dev"}\n{"error": {"class": "CommandNotFound", "desc": "The command guest-nope has not been found"}}\n',
+          ),
+        );
+        // A request after an idle spell is read too (the watch is armed again after every read).
+        await new Promise((r) => setTimeout(r, 300));
+        relay.send('{"execute":"guest-ping","id":"idle"}');
+        await waitFor(
+          () => relay.received().toString('latin1').includes('"id": "idle"'),
+          'the reply after idling',
+          5000,
+        );
+        assert.equal(/polling the device on a timer/.test(agent.stderr()), timer, agent.stderr());
+        const t0 = Date.now();
+        agent.child.kill('SIGTERM');
+        assert.equal(await agent.exited, 0);
+        assert.ok(Date.now() - t0 < 2500, `stopped in ${Date.now() - t0} ms, not after the SIGKILL fallback`);
+      });
+    }
 
   test('-r: a device path missing at start is waited for and served once it appears', { timeout: 30_000 }, async () => {
     const relay = track(await startPtyRelay());
