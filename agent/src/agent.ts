@@ -75,7 +75,11 @@ export class Agent {
     if (frozen) this.logger.hold();
     this.dispatcher.setFrozen(frozen, atStart);
     if (frozen) return;
-    this.logger.release();
+    // The held lines go out once the thaw's reply is written: under TCG their write cost ~1 ms of
+    // the frozen window's tail. A freeze queued right behind the thaw keeps them held.
+    setImmediate(() => {
+      if (!this.dispatcher.isFrozen()) this.logger.release();
+    });
     for (const fn of this.thawWaiters.splice(0)) fn();
   }
 
@@ -113,6 +117,8 @@ export class Agent {
   async close(): Promise<void> {
     await this.queue;
     for (const f of this.families) await f.close?.();
+    // Lines held over a thaw that happened just now (see setFrozen) are not lost.
+    if (!this.dispatcher.isFrozen()) this.logger.release();
     this.logger.close();
   }
 }

@@ -137,6 +137,8 @@ describe('guest-fsfreeze on loop mounts (quiesce-agent)', { skip: SKIP }, () => 
       await c.ok('guest-fsfreeze-status');
       assert.equal(statSync(logfile).size, size, 'nothing written while frozen');
       await c.ok('guest-fsfreeze-thaw');
+      // The held lines are written right after the thaw's reply (not before it: not in the window).
+      await c.ok('guest-ping');
       const text = readFileSync(logfile, 'utf8').slice(size);
       const order = [
         'froze 1 filesystem',

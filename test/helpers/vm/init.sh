@@ -3,6 +3,7 @@
 # Kernel command line (all optional):
 #   quiesce.agent=quiesce|qemu-ga   which agent to run (default quiesce)
 #   quiesce.arg=WORD                one extra agent argument; repeat for more (no spaces inside)
+#   quiesce.node_opt=WORD           one extra node option for quiesce-agent (e.g. --jitless); repeatable
 #   quiesce.restart_delay=SECONDS   pause between agent restarts (default 1)
 #   quiesce.writer=1                run the data writer (below) while the agent runs
 #   quiesce.crash_hook=1            install /run/quiesce-vm/crash-hook, an fsfreeze hook (agent flag
@@ -64,12 +65,14 @@ fi
 agent=quiesce
 delay=1
 args=
+node_opts=
 writer=0
 crash_hook=0
 for w in $(cat /proc/cmdline); do
   case "$w" in
     quiesce.agent=*) agent=${w#*=} ;;
     quiesce.arg=*) args="$args ${w#*=}" ;;
+    quiesce.node_opt=*) node_opts="$node_opts ${w#*=}" ;;
     quiesce.restart_delay=*) delay=${w#*=} ;;
     quiesce.writer=*) writer=${w#*=} ;;
     quiesce.crash_hook=*) crash_hook=${w#*=} ;;
@@ -115,7 +118,8 @@ HOOK
 fi
 port=/dev/virtio-ports/org.qemu.guest_agent.0
 case "$agent" in
-  quiesce) set -- /usr/bin/node /agent/dist/quiesce-agent.mjs ;;
+  # shellcheck disable=SC2086
+  quiesce) set -- /usr/bin/node $node_opts /agent/dist/quiesce-agent.mjs ;;
   qemu-ga) set -- /usr/sbin/qemu-ga ;;
   *) fatal "unknown quiesce.agent=$agent" ;;
 esac
