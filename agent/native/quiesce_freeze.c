@@ -7,6 +7,9 @@
  *   thaw(path)     -> how many FITHAW calls succeeded before the first failure
  *                     (>= 0), -errno (< 0) when the mount could not be opened
  *   strerror(n)    -> the C library's text for errno n
+ *   changed(fd)    -> 1 when the kernel flags a change on an open
+ *                     /proc/self/mountinfo (POLLPRI/POLLERR: a mount or unmount
+ *                     since it was opened or last asked), 0 when not, -errno
  *   watch(fd, cb)  -> a readiness watch on a descriptor (libuv's poll handle):
  *                     arm(w) waits once for it to be readable, then calls
  *                     cb(status) on the event loop (status < 0: a libuv error);
@@ -24,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <linux/fs.h>
 #include <string.h>
@@ -99,6 +103,28 @@ static napi_value js_strerror(napi_env env, napi_callback_info info) {
   }
   napi_create_string_utf8(env, strerror(n), NAPI_AUTO_LENGTH, &out);
   return out;
+}
+
+static napi_value js_changed(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  struct pollfd p;
+  int rc;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "a descriptor is required");
+    return NULL;
+  }
+  p.fd = fd;
+  p.events = POLLPRI;
+  p.revents = 0;
+  do {
+    rc = poll(&p, 1, 0);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) return int_value(env, -errno);
+  if (p.revents & POLLNVAL) return int_value(env, -EBADF);
+  return int_value(env, (p.revents & (POLLPRI | POLLERR)) ? 1 : 0);
 }
 
 /*
@@ -238,6 +264,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"freeze", NULL, js_freeze, NULL, NULL, NULL, napi_enumerable, NULL},
       {"thaw", NULL, js_thaw, NULL, NULL, NULL, napi_enumerable, NULL},
       {"strerror", NULL, js_strerror, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"changed", NULL, js_changed, NULL, NULL, NULL, napi_enumerable, NULL},
       {"watch", NULL, js_watch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"arm", NULL, js_arm, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unwatch", NULL, js_unwatch, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -37,6 +37,8 @@ export interface Addon {
   freeze(path: string): number;
   thaw(path: string): number;
   strerror(errno: number): string;
+  /** 1 when the kernel flags a change on an open /proc/self/mountinfo `fd` since the last call, 0 if not, -errno. */
+  changed(fd: number): number;
   /** A libuv poll watch on `fd`; each arm() calls `cb` once, when the descriptor is readable (status < 0: error). */
   watch(fd: number, cb: (status: number) => void): AddonWatch;
   arm(watch: AddonWatch): void;

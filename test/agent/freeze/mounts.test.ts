@@ -3,13 +3,15 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { loadAddon } from '../../../agent/src/freeze/ioctl.js';
 import {
   blockDeviceOf,
   decodeMountName,
+  MountTable,
   parseMountinfo,
   readMounts,
-  readProcFile,
 } from '../../../agent/src/freeze/mounts.js';
+import { createLoopMount, destroyLoopMount, loopMountSkipReason } from '../../helpers/loop-mounts.js';
 
 const SAMPLE = [
   '22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw',
@@ -60,18 +62,65 @@ describe('mount table', () => {
       assert.ok(!['proc', 'sysfs', 'tmpfs', 'devpts', 'cgroup', 'cgroup2'].includes(m.type), m.type);
   });
 
-  test('reads a /proc file whole, larger ones too (its buffer grows)', () => {
-    assert.equal(readProcFile('/proc/self/mountinfo'), readFileSync('/proc/self/mountinfo', 'utf8'));
-    const dir = mkdtempSync(join(tmpdir(), 'quiesce-procfile-'));
+  test('reads the table whole, a large one too (its buffer grows)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'quiesce-mountinfo-'));
     try {
-      const big = 'é'.repeat(50_000) + '\n';
-      writeFileSync(join(dir, 'big'), big);
-      assert.equal(readProcFile(join(dir, 'big')), big);
-      assert.equal(readProcFile('/proc/self/mountinfo'), readFileSync('/proc/self/mountinfo', 'utf8'));
+      // 600 device-backed lines: well past the 16 KiB buffer it starts with.
+      const big = Array.from({ length: 600 }, (_, i) => `${100 + i} 22 7:${i} / /mnt/d${i} rw - ext4 /dev/loop${i} rw`);
+      writeFileSync(join(dir, 'mountinfo'), `${big.join('\n')}\n`);
+      const table = new MountTable(undefined, join(dir, 'mountinfo'));
+      const mounts = table.read();
+      assert.equal(mounts.length, 600);
+      assert.deepEqual(mounts, parseMountinfo(readFileSync(join(dir, 'mountinfo'), 'utf8')));
+      assert.deepEqual(new MountTable(undefined).read(), parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test('without the addon every read reads the file', () => {
+    const table = new MountTable(undefined);
+    table.read();
+    table.read();
+    assert.equal(table.reads, 2);
+  });
+
+  test(
+    'with the addon the table is read again only after a mount or an unmount (the kernel flags it)',
+    { skip: loopMountSkipReason() },
+    () => {
+      const loaded = loadAddon();
+      assert.ok('addon' in loaded, 'reason' in loaded ? loaded.reason : '');
+      const table = new MountTable((fd) => loaded.addon.changed(fd));
+      try {
+        const before = table.read();
+        assert.deepEqual(table.read(), before);
+        assert.equal(table.reads, 1, 'unchanged: kept');
+        const m = createLoopMount('ext4');
+        try {
+          const withIt = table.read();
+          assert.equal(table.reads, 2, 'the mount raised the flag');
+          assert.ok(
+            withIt.some((x) => x.dir === m.mnt),
+            `${m.mnt} in ${JSON.stringify(withIt.map((x) => x.dir))}`,
+          );
+          assert.deepEqual(withIt, parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')));
+          table.read();
+          assert.equal(table.reads, 2);
+        } finally {
+          destroyLoopMount(m);
+        }
+        const after = table.read();
+        assert.equal(table.reads, 3, 'the unmount raised it again');
+        assert.ok(!after.some((x) => x.dir === m.mnt));
+        // A caller changing the list it got does not change the kept one.
+        after.length = 0;
+        assert.notEqual(table.read().length, 0);
+      } finally {
+        table.close();
+      }
+    },
+  );
 
   test('a block device node gives the major:minor sysfs knows it by', () => {
     const entry = readdirSync('/sys/dev/block')[0];
