@@ -4,7 +4,7 @@ import { QuiesceError } from '../errors.js';
 import { formatDuration } from '../config/duration.js';
 import { fillPlaceholders } from '../config/placeholders.js';
 import type { Log } from '../log/logger.js';
-import { QmpClient, warmUpParser, type PreparedCommand, type QmpEvent } from './qmp-client.js';
+import { QmpClient, type PreparedCommand, type QmpEvent } from './qmp-client.js';
 import type { PlannedQmpSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from './types.js';
 
 /** After one job of a grouped transaction fails, how long the others get to report their end. */
@@ -112,7 +112,6 @@ class QmpSnapshot implements SnapshotProvider {
     });
     this.qmp = qmp;
     this.unsubscribe = qmp.onEvent((e) => this.onEvent(e));
-    warmUpParser();
     const found = await resolveDisks(qmp, s.disks, s.mode, guest);
     const tag = randomBytes(3).toString('hex');
     this.disks = found.map((d, i) => {

@@ -191,6 +191,44 @@ describe('QMP client (against a scripted QMP server)', () => {
     );
   });
 
+  test('a monitor with pretty=on (a message over several lines) is refused, saying so', async () => {
+    fake = await FakeQmp.start((req, c) => {
+      if (req.execute === 'query-status')
+        c.raw(
+          `{\r\n    "return": {\r\n        "status": "running"\r\n    },\r\n    "id": ${JSON.stringify(req.id)}\r\n}\r\n`,
+        );
+    });
+    client = await QmpClient.connect(fake.path);
+    await assert.rejects(
+      client.execute('query-status'),
+      (err: unknown) => err instanceof QuiesceError && err.code === 'OUT_OF_SYNC' && /pretty=on/.test(err.message),
+    );
+  });
+
+  test('messages split anywhere across reads, and several in one read, are all read', async () => {
+    fake = await FakeQmp.start((req, c) => {
+      if (req.execute !== 'burst') return;
+      const lines =
+        `{"event": "JOB_STATUS_CHANGE", "data": {"status": "created", "id": "j"}, "timestamp": {"seconds": 1, "microseconds": 2}}\r\n` +
+        `{"event": "JOB_STATUS_CHANGE", "data": {"status": "running", "id": "j"}, "timestamp": {"seconds": 1, "microseconds": 3}}\r\n` +
+        `{"return": {"n": "é"}, "id": ${JSON.stringify(req.id)}}\r\n`;
+      const bytes = Buffer.from(lines);
+      // One byte, then a cut inside the é, then the rest with two messages in one write.
+      const cuts = [1, bytes.indexOf(Buffer.from('é')) + 1, bytes.length];
+      let at = 0;
+      for (const cut of cuts) {
+        const part = bytes.subarray(at, cut);
+        at = cut;
+        setTimeout(() => c.socket.write(part), 5 * cuts.indexOf(cut));
+      }
+    });
+    client = await QmpClient.connect(fake.path);
+    const seen: string[] = [];
+    client.onEvent((e) => seen.push(String(e.data['status'])));
+    assert.deepEqual(await client.execute('burst'), { n: 'é' });
+    assert.deepEqual(seen, ['created', 'running']);
+  });
+
   test('big integers and nested values come back as plain JS values', async () => {
     fake = await FakeQmp.start((req, c) => {
       if (req.execute === 'query-block')
