@@ -361,8 +361,12 @@ export class QmpClient {
     this.partial.push(chunk.subarray(start));
     this.partialBytes += chunk.length - start;
     if (this.partialBytes > this.maxMessageBytes) {
-      this.fail('REPLY_TOO_LARGE', `a QMP message exceeded ${this.maxMessageBytes} bytes; connection closed`);
+      this.tooLarge();
     }
+  }
+
+  private tooLarge(): void {
+    this.fail('REPLY_TOO_LARGE', `a QMP message exceeded ${this.maxMessageBytes} bytes; connection closed`);
   }
 
   /** Ends the connection: QMP has no way to resynchronise. */
@@ -376,7 +380,7 @@ export class QmpClient {
   private onLine(line: Buffer): void {
     if (this.closedWith) return;
     if (line.length > this.maxMessageBytes) {
-      this.fail('REPLY_TOO_LARGE', `a QMP message exceeded ${this.maxMessageBytes} bytes; connection closed`);
+      this.tooLarge();
       return;
     }
     const text = line.toString('utf8').trim();

@@ -111,15 +111,15 @@ export class GuestRun {
   }
 
   /** Outside the window: waits for what the snapshot left running (a block job copying); a signal ends the wait. */
-  async completeSnapshot(signals?: SignalGuard): Promise<void> {
+  async completeSnapshot(signals: SignalGuard): Promise<void> {
     const complete = this.taken?.complete;
     if (!complete) return;
     const abort = new AbortController();
-    signals?.register(abort);
+    signals.register(abort);
     try {
       await this.step('snapshot-complete', () => complete({ log: this.log, signal: abort.signal }));
     } finally {
-      signals?.unregister(abort);
+      signals.unregister(abort);
     }
   }
 

@@ -124,13 +124,22 @@ export function fsfreezeBackend(reason: string, program = 'fsfreeze'): FreezeBac
  * The addon when it loads (built by node-gyp at install, copied next to the
  * bundle), else fsfreeze(8). QUIESCE_AGENT_NO_ADDON=1 forces the fallback.
  */
-export function loadFreezeBackend(candidates: readonly string[] = addonCandidates()): FreezeBackend {
+export function loadFreezeBackend(candidates?: readonly string[]): FreezeBackend {
   const r = loadAddon(candidates);
   return 'addon' in r ? addonBackend(r.addon) : fsfreezeBackend(r.reason);
 }
 
+type Loaded = { addon: Addon } | { reason: string };
+/** The default candidates' result: the freeze backend, the mount table and each device open share one load. */
+let loadedDefault: Loaded | undefined;
+
 /** The first candidate that loads, or why none did. QUIESCE_AGENT_NO_ADDON=1: none. */
-export function loadAddon(candidates: readonly string[] = addonCandidates()): { addon: Addon } | { reason: string } {
+export function loadAddon(candidates?: readonly string[]): Loaded {
+  if (candidates) return load(candidates);
+  return (loadedDefault ??= load(addonCandidates()));
+}
+
+function load(candidates: readonly string[]): Loaded {
   if (process.env['QUIESCE_AGENT_NO_ADDON'] === '1') return { reason: 'QUIESCE_AGENT_NO_ADDON=1' };
   const require = createRequire(import.meta.url);
   const errors: string[] = [];

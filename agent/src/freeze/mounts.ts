@@ -133,20 +133,6 @@ function readAll(fd: number): string {
   }
 }
 
-/**
- * A /proc file's text. readFileSync would allocate a fresh 64 KiB buffer per
- * call for a file whose size reads as 0, which over thousands of freezes
- * shows up as memory growth; this reuses one buffer.
- */
-export function readProcFile(path: string): string {
-  const fd = openSync(path, 'r');
-  try {
-    return readAll(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** Asks whether the mount table changed since `fd` was opened or last asked (the addon's poll). */
 export type MountsChanged = (fd: number) => number;
 

@@ -19,7 +19,6 @@ const wouldBlock = (err: unknown): boolean => (err as NodeJS.ErrnoException).cod
 
 /** Waits for a descriptor to have something to read. */
 interface Readiness {
-  readonly kind: 'epoll' | 'timer';
   /** Resolves when the descriptor is readable (or, with the timer, may be). */
   wait(): Promise<void>;
   /** Data arrived: the timer starts again at its shortest period. */
@@ -49,7 +48,6 @@ function readiness(fd: number, agent: Agent): Readiness {
       // A status < 0 wakes the reader too: its next read meets the error itself.
       const watch = addon.watch(fd, fire);
       return {
-        kind: 'epoll',
         wait: () =>
           new Promise<void>((resolve) => {
             wake = resolve;
@@ -70,7 +68,6 @@ function readiness(fd: number, agent: Agent): Readiness {
   let timer: NodeJS.Timeout | undefined;
   let wake: (() => void) | undefined;
   return {
-    kind: 'timer',
     wait: () => {
       idle = Math.min(idle * 2 || 1, IDLE_POLL_MAX_MS);
       return new Promise<void>((resolve) => {
