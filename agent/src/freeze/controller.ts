@@ -57,6 +57,8 @@ export class FreezeController {
   private readonly watchdog = new FreezeWatchdog();
   private lock: Promise<unknown> = Promise.resolve();
   private nextLimit: number | undefined;
+  /** Thawed by a command, its marker not removed yet (see removeMarkerAfterReply). */
+  private markerStale = false;
   private last: FreezeRecord | undefined;
   private readonly include: ReadonlySet<string> | undefined;
   private readonly mounts: () => FsMount[];
@@ -125,6 +127,7 @@ export class FreezeController {
   close(): Promise<void> {
     return this.exclusive(async () => {
       this.watchdog.disarm();
+      this.removeStaleMarker();
       if (!this.opts.isFrozen()) return;
       this.opts.log({ kind: 'warning', message: 'stopping while frozen: thawing first' });
       try {
@@ -156,6 +159,7 @@ export class FreezeController {
   private async doFreeze(list: readonly string[] | undefined): Promise<number> {
     const { log, hooks, backend } = this.opts;
     log({ kind: 'debug', message: list ? `guest-fsfreeze called (${list.join(', ')})` : 'guest-fsfreeze called' });
+    this.removeStaleMarker();
     const phase = await hooks.freeze();
     // Beyond the reference: the hooks that were started get their thaw even when one failed.
     const undoHooks = async (): Promise<void> => {
@@ -257,7 +261,6 @@ export class FreezeController {
     // Logged while the log is still held, so it goes out with the held lines in one write.
     log({ kind: 'info', message: `thawed ${count} filesystem(s) (${reason})` });
     if (wasFrozen) {
-      this.removeMarker();
       this.opts.setFrozen(false);
       const record = this.last;
       if (record && record.end === undefined) {
@@ -265,10 +268,31 @@ export class FreezeController {
         record.thawed = count;
         record.autoThawed = reason === 'watchdog';
       }
+      // The marker only has to outlive the frozen state: a crash before its removal brings the
+      // next agent up in frozen mode, which a thaw (a no-op by then) ends. After a thaw command
+      // it goes once the reply is out, off the frozen window's tail (~0.3 ms under TCG).
+      if (reason === 'command') this.removeMarkerAfterReply();
+      else this.removeMarker();
     }
     const err = await hooks.thaw(hookScripts);
     if (err) throw new QgaError(err.message);
     return count;
+  }
+
+  /**
+   * A thaw command removes the marker once its reply is written: the reply
+   * goes out in the microtasks that follow the command, and setImmediate runs
+   * after them. A freeze or a stop that comes first removes it itself.
+   */
+  private removeMarkerAfterReply(): void {
+    this.markerStale = true;
+    setImmediate(() => this.removeStaleMarker());
+  }
+
+  private removeStaleMarker(): void {
+    if (!this.markerStale) return;
+    this.markerStale = false;
+    this.removeMarker();
   }
 
   private removeMarker(): void {

@@ -25,33 +25,26 @@ export class Dispatcher {
   private readonly commands = new Map<string, CommandDef>();
   private frozen = false;
   /**
-   * Disabled commands and the reason the reference would give: null for -b/-a,
-   * the frozen reason for those disabled by a freeze. Kept as state, like the
-   * reference's per-command flag, because the order of events decides the text
-   * (a blocked command keeps the frozen reason after a thaw; one blocked while
-   * starting frozen has none).
+   * The commands -b/-a exclude, and the reason the reference would give for
+   * each: none at first, the frozen reason once a freeze has disabled them. It
+   * is state, like the reference's per-command flag, because the order of
+   * events decides the text (a blocked command keeps the frozen reason after
+   * a thaw; one blocked while starting frozen has none). The other commands
+   * are disabled by the frozen flag alone, so entering and leaving frozen mode
+   * touches no per-command state unless -b/-a are given.
    */
-  private readonly disabled = new Map<string, string | null>();
+  private readonly filtered = new Map<string, string | null>();
 
   constructor(
     commands: readonly CommandDef[],
-    private readonly blocked: ReadonlySet<string> = new Set(),
-    private readonly allowed: ReadonlySet<string> | undefined = undefined,
+    blocked: ReadonlySet<string> = new Set(),
+    allowed: ReadonlySet<string> | undefined = undefined,
   ) {
     for (const c of commands) {
       if (this.commands.has(c.name)) throw new Error(`command ${c.name} registered twice`);
       this.commands.set(c.name, c);
+      if (blocked.has(c.name) || (allowed !== undefined && !allowed.has(c.name))) this.filtered.set(c.name, null);
     }
-    this.applyFilters();
-  }
-
-  private filtered(name: string): boolean {
-    return this.blocked.has(name) || (this.allowed !== undefined && !this.allowed.has(name));
-  }
-
-  /** Disables what -b/-a exclude, without a reason. */
-  private applyFilters(): void {
-    for (const name of this.commands.keys()) if (this.filtered(name)) this.disabled.set(name, null);
   }
 
   /**
@@ -64,12 +57,11 @@ export class Dispatcher {
   setFrozen(frozen: boolean, atStart = false): void {
     if (frozen === this.frozen) return;
     this.frozen = frozen;
-    if (frozen) {
-      for (const c of this.commands.values()) if (!c.freezeSafe) this.disabled.set(c.name, FROZEN_REASON);
-      if (atStart) this.applyFilters();
-      return;
+    if (!frozen) return;
+    for (const name of this.filtered.keys()) {
+      if (atStart) this.filtered.set(name, null);
+      else if (!this.commands.get(name)!.freezeSafe) this.filtered.set(name, FROZEN_REASON);
     }
-    for (const name of [...this.disabled.keys()]) if (!this.filtered(name)) this.disabled.delete(name);
   }
 
   isFrozen(): boolean {
@@ -82,7 +74,8 @@ export class Dispatcher {
 
   /** Why a command is disabled: undefined when enabled, null when disabled without a reason. */
   private disabledReason(c: CommandDef): string | null | undefined {
-    return this.disabled.get(c.name);
+    if (this.filtered.has(c.name)) return this.filtered.get(c.name);
+    return this.frozen && !c.freezeSafe ? FROZEN_REASON : undefined;
   }
 
   /** Every registered command, newest registration first as the reference lists them. */

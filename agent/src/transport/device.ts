@@ -19,6 +19,12 @@ const wouldBlock = (err: unknown): boolean => (err as NodeJS.ErrnoException).cod
 
 /** Waits for a descriptor to have something to read. */
 interface Readiness {
+  /**
+   * Events say when there is more to read (epoll is level-triggered), so a
+   * short read goes straight back to waiting. The timer cannot tell: its
+   * reader reads again at once, until EAGAIN.
+   */
+  readonly evented: boolean;
   /** Resolves when the descriptor is readable (or, with the timer, may be). */
   wait(): Promise<void>;
   /** Data arrived: the timer starts again at its shortest period. */
@@ -48,6 +54,7 @@ function readiness(fd: number, agent: Agent): Readiness {
       // A status < 0 wakes the reader too: its next read meets the error itself.
       const watch = addon.watch(fd, fire);
       return {
+        evented: true,
         wait: () =>
           new Promise<void>((resolve) => {
             wake = resolve;
@@ -68,6 +75,7 @@ function readiness(fd: number, agent: Agent): Readiness {
   let timer: NodeJS.Timeout | undefined;
   let wake: (() => void) | undefined;
   return {
+    evented: false,
     wait: () => {
       idle = Math.min(idle * 2 || 1, IDLE_POLL_MAX_MS);
       return new Promise<void>((resolve) => {
@@ -178,6 +186,9 @@ export function device(
           }
           r.reset();
           session.feed(buf.subarray(0, bytesRead));
+          // Reading again now would mostly meet EAGAIN, which Node throws as an error: costly under
+          // emulation (~0.5 ms in a TCG guest), and the reply to what was just fed waits behind it.
+          if (r.evented && bytesRead < buf.length) await r.wait();
         }
       } catch (err) {
         r.close();

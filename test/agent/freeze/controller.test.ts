@@ -100,6 +100,13 @@ function rig(opts: { include?: string[]; limit?: number; mounts?: FsMount[]; sta
 }
 
 const markerThere = (dir: string) => existsSync(join(dir, MARKER_NAME));
+/**
+ * After a thaw command the marker goes once its reply is out, in a setImmediate queued when the thaw
+ * settles; an await on the thaw may queue its own first, so wait two turns.
+ */
+const afterReply = async () => {
+  for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
+};
 
 describe('freeze controller', () => {
   test('freezes in reverse mount order, thaws in mount order, and counts both', async () => {
@@ -127,6 +134,23 @@ describe('freeze controller', () => {
     assert.equal(st.size, 0);
     assert.equal(st.mode & 0o777, 0o600);
     await r.controller.thaw();
+    assert.equal(r.controller.status(), 'thawed');
+    assert.ok(markerThere(r.statedir), 'kept until the reply is out');
+    await afterReply();
+    assert.equal(markerThere(r.statedir), false);
+  });
+
+  test('a freeze right behind a thaw keeps its marker (the removal runs first)', async () => {
+    const r = rig({ include: ['/a'] });
+    await r.controller.freeze();
+    const thawed = r.controller.thaw();
+    const frozen = r.controller.freeze();
+    assert.equal(await thawed, 1);
+    assert.equal(await frozen, 1);
+    await afterReply();
+    assert.ok(markerThere(r.statedir), 'the second freeze has its marker');
+    assert.equal(await r.controller.thaw(), 1);
+    await afterReply();
     assert.equal(markerThere(r.statedir), false);
   });
 
@@ -240,6 +264,7 @@ describe('freeze controller', () => {
     r.backend.depth.set('/a', 1);
     r.backend.depth.set('/c', 1);
     assert.equal(await r.controller.thaw(), 2);
+    await afterReply();
     assert.equal(markerThere(statedir), false);
     assert.equal(r.controller.status(), 'thawed');
   });
@@ -293,6 +318,7 @@ describe('freeze controller', () => {
     await r.controller.close();
     assert.equal(r.controller.status(), 'thawed');
     assert.deepEqual(r.backend.frozen(), []);
+    // Removed before close() resolves: the process exits right after it.
     assert.equal(markerThere(statedir), false);
   });
 
