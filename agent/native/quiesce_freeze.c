@@ -10,6 +10,9 @@
  *   changed(fd)    -> 1 when the kernel flags a change on an open
  *                     /proc/self/mountinfo (POLLPRI/POLLERR: a mount or unmount
  *                     since it was opened or last asked), 0 when not, -errno
+ *   read(fd, buf)  -> bytes read into the Buffer (>= 0), -errno (EAGAIN included)
+ *   write(fd, buf, off, len)
+ *                  -> bytes of buf[off, off + len) written (>= 0), -errno
  *   watch(fd, cb)  -> a readiness watch on a descriptor (libuv's poll handle):
  *                     arm(w) waits once for it to be readable, then calls
  *                     cb(status) on the event loop (status < 0: a libuv error);
@@ -125,6 +128,56 @@ static napi_value js_changed(napi_env env, napi_callback_info info) {
   if (rc < 0) return int_value(env, -errno);
   if (p.revents & POLLNVAL) return int_value(env, -EBADF);
   return int_value(env, (p.revents & (POLLPRI | POLLERR)) ? 1 : 0);
+}
+
+/*
+ * read/write for the non-blocking serial device, without an exception for
+ * EAGAIN (fs.readSync throws one, and under emulation building it costs
+ * more than the read).
+ */
+static int get_io(napi_env env, napi_callback_info info, size_t want, int32_t *fd, char **data, size_t *len,
+                  int32_t *range) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < want || napi_get_value_int32(env, argv[0], fd) != napi_ok ||
+      napi_get_buffer_info(env, argv[1], (void **)data, len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "a descriptor and a Buffer are required");
+    return -1;
+  }
+  if (want == 4) {
+    if (napi_get_value_int32(env, argv[2], &range[0]) != napi_ok ||
+        napi_get_value_int32(env, argv[3], &range[1]) != napi_ok || range[0] < 0 || range[1] < 0 ||
+        (size_t)range[0] + (size_t)range[1] > *len) {
+      napi_throw_range_error(env, NULL, "offset and length must lie within the Buffer");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static napi_value js_read(napi_env env, napi_callback_info info) {
+  int32_t fd, range[2];
+  char *data;
+  size_t len;
+  ssize_t n;
+  if (get_io(env, info, 2, &fd, &data, &len, range) < 0) return NULL;
+  do {
+    n = read(fd, data, len);
+  } while (n < 0 && errno == EINTR);
+  return int_value(env, n < 0 ? -errno : (int)n);
+}
+
+static napi_value js_write(napi_env env, napi_callback_info info) {
+  int32_t fd, range[2];
+  char *data;
+  size_t len;
+  ssize_t n;
+  if (get_io(env, info, 4, &fd, &data, &len, range) < 0) return NULL;
+  do {
+    n = write(fd, data + range[0], (size_t)range[1]);
+  } while (n < 0 && errno == EINTR);
+  return int_value(env, n < 0 ? -errno : (int)n);
 }
 
 /*
@@ -265,6 +318,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"thaw", NULL, js_thaw, NULL, NULL, NULL, napi_enumerable, NULL},
       {"strerror", NULL, js_strerror, NULL, NULL, NULL, napi_enumerable, NULL},
       {"changed", NULL, js_changed, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"read", NULL, js_read, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"write", NULL, js_write, NULL, NULL, NULL, napi_enumerable, NULL},
       {"watch", NULL, js_watch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"arm", NULL, js_arm, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unwatch", NULL, js_unwatch, NULL, NULL, NULL, napi_enumerable, NULL},

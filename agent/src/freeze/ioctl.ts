@@ -39,6 +39,10 @@ export interface Addon {
   strerror(errno: number): string;
   /** 1 when the kernel flags a change on an open /proc/self/mountinfo `fd` since the last call, 0 if not, -errno. */
   changed(fd: number): number;
+  /** read(2) into `buf`: bytes read, or -errno (EAGAIN included: no exception). */
+  read(fd: number, buf: Buffer): number;
+  /** write(2) of buf[off, off + len): bytes written, or -errno. */
+  write(fd: number, buf: Buffer, off: number, len: number): number;
   /** A libuv poll watch on `fd`; each arm() calls `cb` once, when the descriptor is readable (status < 0: error). */
   watch(fd: number, cb: (status: number) => void): AddonWatch;
   arm(watch: AddonWatch): void;

@@ -1,5 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { constants, readSync, writeSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { getSystemErrorName } from 'node:util';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { Agent } from '../agent.js';
@@ -16,6 +18,48 @@ export const RETRY_SLEEP_MS = 5000;
 export const IDLE_POLL_MAX_MS = 50;
 
 const wouldBlock = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'EAGAIN';
+
+/** What DeviceIo returns for EAGAIN. */
+const WOULD_BLOCK = -1;
+
+/** Non-blocking reads and writes of the device: a byte count or WOULD_BLOCK; other failures throw. */
+interface DeviceIo {
+  read(fd: number, buf: Buffer): number;
+  write(fd: number, buf: Buffer, off: number, len: number): number;
+}
+
+/**
+ * The addon's read/write when it is there: fs.readSync reports EAGAIN by
+ * throwing, and under emulation building that error costs more than the read.
+ */
+function deviceIo(): DeviceIo {
+  const loaded = loadAddon();
+  if ('addon' in loaded) {
+    const { addon } = loaded;
+    const result = (n: number, syscall: string): number => {
+      if (n >= 0) return n;
+      if (n === -osConstants.errno.EAGAIN) return WOULD_BLOCK;
+      const code = getSystemErrorName(n);
+      throw Object.assign(new Error(`${code}: ${addon.strerror(-n)}, ${syscall}`), { code, errno: n, syscall });
+    };
+    return {
+      read: (fd, buf) => result(addon.read(fd, buf), 'read'),
+      write: (fd, buf, off, len) => result(addon.write(fd, buf, off, len), 'write'),
+    };
+  }
+  const attempt = (io: () => number): number => {
+    try {
+      return io();
+    } catch (err) {
+      if (wouldBlock(err)) return WOULD_BLOCK;
+      throw err;
+    }
+  };
+  return {
+    read: (fd, buf) => attempt(() => readSync(fd, buf, 0, buf.length, null)),
+    write: (fd, buf, off, len) => attempt(() => writeSync(fd, buf, off, len)),
+  };
+}
 
 /** Waits for a descriptor to have something to read. */
 interface Readiness {
@@ -116,23 +160,27 @@ export function device(
   let gate: Promise<void> | undefined;
   let openGate: (() => void) | undefined;
   let ready: Readiness | undefined;
+  const io = deviceIo();
 
   const peer = (fh: FileHandle): Peer => ({
     write: async (data) => {
       let off = 0;
       let wait = 1;
       while (off < data.length && !stopped) {
+        let n: number;
         try {
-          off += writeSync(fh.fd, data, off, data.length - off);
-          wait = 1;
+          n = io.write(fh.fd, data, off, data.length - off);
         } catch (err) {
-          if (!wouldBlock(err)) {
-            agent.log({ kind: 'write-failed', reason: (err as Error).message });
-            return;
-          }
+          agent.log({ kind: 'write-failed', reason: (err as Error).message });
+          return;
+        }
+        if (n === WOULD_BLOCK) {
           await sleep(wait);
           wait = Math.min(wait * 2, IDLE_POLL_MAX_MS);
+          continue;
         }
+        off += n;
+        wait = 1;
       }
     },
     pause: () => {
@@ -171,11 +219,8 @@ export function device(
       try {
         while (!stopped) {
           if (gate) await gate;
-          let bytesRead: number;
-          try {
-            bytesRead = readSync(fh.fd, buf, 0, buf.length, null);
-          } catch (err) {
-            if (!wouldBlock(err)) throw err;
+          const bytesRead = io.read(fh.fd, buf);
+          if (bytesRead === WOULD_BLOCK) {
             await r.wait();
             continue;
           }
@@ -186,8 +231,8 @@ export function device(
           }
           r.reset();
           session.feed(buf.subarray(0, bytesRead));
-          // Reading again now would mostly meet EAGAIN, which Node throws as an error: costly under
-          // emulation (~0.5 ms in a TCG guest), and the reply to what was just fed waits behind it.
+          // Reading again now would mostly meet EAGAIN: a wasted system call, and with fs.readSync an
+          // error built (~0.5 ms in a TCG guest) while the reply to what was just fed waits behind it.
           if (r.evented && bytesRead < buf.length) await r.wait();
         }
       } catch (err) {

@@ -1,14 +1,15 @@
-// The addon's readiness watch (libuv poll on a descriptor) that the serial transports wait on, on a real FIFO.
+// The addon's readiness watch (libuv poll on a descriptor) that the serial transports wait on, and its
+// read/write that return -errno instead of throwing, on a real FIFO.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadAddon, type Addon } from '../../../agent/src/freeze/ioctl.js';
 
-describe('addon readiness watch', () => {
+describe('addon readiness watch and device I/O', () => {
   let dir: string;
   let fd: number;
   let addon: Addon;
@@ -65,6 +66,26 @@ describe('addon readiness watch', () => {
     assert.deepEqual(seen, []);
     assert.throws(() => addon.arm(w), /the watch has ended/);
     assert.equal(readSync(fd, Buffer.alloc(16)), 1);
+  });
+
+  test('read and write return counts, and -errno rather than throwing (EAGAIN on an empty FIFO)', () => {
+    const EAGAIN = osConstants.errno.EAGAIN;
+    const buf = Buffer.alloc(8);
+    assert.equal(addon.read(fd, buf), -EAGAIN, 'nothing to read');
+    assert.equal(addon.write(fd, Buffer.from('..hello..'), 2, 5), 5, 'only buf[off, off + len)');
+    assert.equal(addon.read(fd, buf), 5);
+    assert.equal(buf.toString('latin1', 0, 5), 'hello');
+    assert.equal(addon.read(fd, buf), -EAGAIN, 'drained');
+    const big = Buffer.alloc(16);
+    assert.equal(addon.write(fd, big, 0, 0), 0);
+    assert.throws(() => addon.write(fd, big, 10, 7), /RangeError: offset and length must lie within the Buffer/);
+    assert.throws(() => addon.write(fd, big, -1, 1), /RangeError/);
+    assert.throws(
+      () => addon.read(fd, 'text' as unknown as Buffer),
+      /TypeError: a descriptor and a Buffer are required/,
+    );
+    assert.equal(addon.read(1 << 20, buf), -osConstants.errno.EBADF, 'a closed descriptor');
+    assert.equal(addon.read(fd, buf), -EAGAIN, 'the failed calls wrote nothing');
   });
 
   test('a descriptor epoll cannot watch (a regular file) is refused, so the transport uses its timer', () => {
