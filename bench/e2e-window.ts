@@ -8,7 +8,8 @@
  * compared on the part the host controls, freeze reply → thaw reply
  * (blockdev-backup + thaw + the client's own work), p50 against p50.
  * Then each agent's own freeze and thaw latency, seen from the host (the
- * minimal client's request → reply), quiesce-agent against qemu-ga.
+ * minimal client's request → reply, after a guest-sync on its fresh
+ * connection, as `quiesce run` handshakes first), quiesce-agent against qemu-ga.
  * Needs root (QEMU, qemu-ga). BENCH_N runs per side and agent (default 20), BENCH_AGENTS (default
  * qemu-ga,quiesce), BENCH_PAUSE_MS between runs (default 1000).
  */

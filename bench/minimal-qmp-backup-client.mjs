@@ -1,6 +1,8 @@
 // The minimal client the end-to-end window benchmark compares `quiesce run` with: one guest-agent
 // socket and one QMP socket, no error handling beyond exiting. Before the freeze: QMP greeting +
-// qmp_capabilities, the raw target file created and added as nodes (file + raw). In the window:
+// qmp_capabilities, the raw target file created and added as nodes (file + raw), a guest-sync (a
+// fresh agent connection's first request waits for the agent to notice the host: both agents poll a
+// disconnected virtio-serial port every 100 ms; quiesce run handshakes first too). In the window:
 // freeze-list MNT, blockdev-backup (sync full), thaw. After: wait for BLOCK_JOB_COMPLETED, dismiss, delete the nodes.
 // Prints: window (freeze sent → thaw reply), after-freeze (freeze reply → thaw reply), freeze, backup, thaw, in ms.
 // Usage: node minimal-qmp-backup-client.mjs AGENT_SOCKET QMP_SOCKET MOUNTPOINT NODE SIZE TARGET
@@ -69,6 +71,9 @@ ftruncateSync(fd, Number(size));
 closeSync(fd);
 await q('blockdev-add', { driver: 'file', 'node-name': 'mfile', filename: target });
 await q('blockdev-add', { driver: 'raw', 'node-name': 'mraw', file: 'mfile' });
+
+const id = Math.floor(Math.random() * 2 ** 31);
+if ((await ga('guest-sync', { id })).return !== id) throw new Error('guest-sync: wrong id');
 
 const t0 = performance.now();
 const frozen = await ga('guest-fsfreeze-freeze-list', { mountpoints: [mnt] });
