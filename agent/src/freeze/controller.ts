@@ -56,6 +56,8 @@ export class FreezeController {
   readonly marker: FrozenMarker;
   private readonly watchdog = new FreezeWatchdog();
   private lock: Promise<unknown> = Promise.resolve();
+  /** Operations queued or running under the lock. */
+  private pending = 0;
   private nextLimit: number | undefined;
   /** Thawed by a command, its marker not removed yet (see removeMarkerAfterReply). */
   private markerStale = false;
@@ -138,8 +140,16 @@ export class FreezeController {
     });
   }
 
+  /** Runs `fn` after every earlier freeze, thaw, stop or watchdog thaw; at once when none is pending. */
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn);
+    const body = async (): Promise<T> => {
+      try {
+        return await fn();
+      } finally {
+        this.pending--;
+      }
+    };
+    const run = this.pending++ === 0 ? body() : this.lock.then(body);
     this.lock = run.catch(() => undefined);
     return run;
   }
@@ -274,6 +284,8 @@ export class FreezeController {
       if (reason === 'command') this.removeMarkerAfterReply();
       else this.removeMarker();
     }
+    // Without a hook path there is nothing to run: no turn through an await at the window's end.
+    if (hookScripts === undefined && !hooks.configured) return count;
     const err = await hooks.thaw(hookScripts);
     if (err) throw new QgaError(err.message);
     return count;

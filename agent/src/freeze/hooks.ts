@@ -31,6 +31,8 @@ export interface FreezePhase {
 
 /** What the freeze controller needs of the hooks. */
 export interface HookRunner {
+  /** A hook path is set (whether or not anything there runs). */
+  readonly configured: boolean;
   /** Runs the freeze phase, stopping at the first failure. */
   freeze(): Promise<FreezePhase>;
   /** Runs the thaw phase (all of it, or the scripts `only` names), returning the first failure. */
@@ -46,6 +48,10 @@ export interface HookRunner {
  */
 export class FreezeHooks implements HookRunner {
   constructor(private readonly opts: HookOptions) {}
+
+  get configured(): boolean {
+    return this.opts.path !== undefined;
+  }
 
   /**
    * The scripts to run, resolved on every freeze (a directory may change

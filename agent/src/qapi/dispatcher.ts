@@ -90,7 +90,7 @@ export class Dispatcher {
   /** Runs one parsed request. `run` receives the command and validated arguments. */
   async dispatch(
     request: QObject,
-    run: (command: CommandDef, args: Record<string, unknown>) => Promise<JsonOut | void>,
+    run: (command: CommandDef, args: Record<string, unknown>) => JsonOut | void | Promise<JsonOut | void>,
   ): Promise<Outcome> {
     if (!isQDict(request)) {
       return { reply: { error: errorBody(new QgaError('QMP input must be a JSON object')) }, id: undefined };

@@ -45,6 +45,7 @@ class FakeBackend implements FreezeBackend {
 }
 
 class FakeHooks implements HookRunner {
+  configured = true;
   readonly calls: string[] = [];
   freezeResult: FreezePhase = { started: ['h1', 'h2'] };
   thawError: HookError | undefined;
@@ -308,6 +309,29 @@ describe('freeze controller', () => {
     assert.equal(r.controller.record?.limit, 0);
     assert.equal(r.controller.deadline, undefined);
     await r.controller.thaw();
+  });
+
+  test('without a hook path the thaw does not ask the hooks; with one it does', async () => {
+    const r = rig({ include: ['/a'] });
+    r.hooks.configured = false;
+    await r.controller.freeze();
+    assert.equal(await r.controller.thaw(), 1);
+    assert.deepEqual(r.hooks.calls, ['freeze']);
+    r.hooks.configured = true;
+    await r.controller.freeze();
+    assert.equal(await r.controller.thaw(), 1);
+    assert.deepEqual(r.hooks.calls, ['freeze', 'freeze', 'thaw all']);
+  });
+
+  test('requests run one at a time: a thaw issued during a freeze waits for it, in order', async () => {
+    const r = rig({ include: ['/a'] });
+    const order: string[] = [];
+    const f = r.controller.freeze().then((n) => order.push(`freeze ${n}`));
+    const t = r.controller.thaw().then((n) => order.push(`thaw ${n}`));
+    const s = r.controller.close().then(() => order.push('close'));
+    await Promise.all([f, t, s]);
+    assert.deepEqual(order, ['freeze 1', 'thaw 1', 'close']);
+    assert.deepEqual(r.backend.calls, ['freeze /a', 'thaw /a']);
   });
 
   test('close() thaws when frozen (the stop path) and does nothing when thawed', async () => {
