@@ -133,52 +133,37 @@ static napi_value js_changed(napi_env env, napi_callback_info info) {
 /*
  * read/write for the non-blocking serial device, without an exception for
  * EAGAIN (fs.readSync throws one, and under emulation building it costs
- * more than the read).
+ * more than the read). read(fd, buf) fills buf; write(fd, buf, off, len)
+ * writes buf[off, off + len).
  */
-static int get_io(napi_env env, napi_callback_info info, size_t want, int32_t *fd, char **data, size_t *len,
-                  int32_t *range) {
-  size_t argc = 4;
+static napi_value device_io(napi_env env, napi_callback_info info, int writing) {
+  size_t argc = 4, len;
   napi_value argv[4];
+  int32_t fd, off = 0, count;
+  char *data;
+  ssize_t n;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < want || napi_get_value_int32(env, argv[0], fd) != napi_ok ||
-      napi_get_buffer_info(env, argv[1], (void **)data, len) != napi_ok) {
+  if (argc < (writing ? 4u : 2u) || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_buffer_info(env, argv[1], (void **)&data, &len) != napi_ok) {
     napi_throw_type_error(env, NULL, "a descriptor and a Buffer are required");
-    return -1;
+    return NULL;
   }
-  if (want == 4) {
-    if (napi_get_value_int32(env, argv[2], &range[0]) != napi_ok ||
-        napi_get_value_int32(env, argv[3], &range[1]) != napi_ok || range[0] < 0 || range[1] < 0 ||
-        (size_t)range[0] + (size_t)range[1] > *len) {
-      napi_throw_range_error(env, NULL, "offset and length must lie within the Buffer");
-      return -1;
-    }
+  count = (int32_t)(len > INT32_MAX ? INT32_MAX : len);
+  if (writing && (napi_get_value_int32(env, argv[2], &off) != napi_ok ||
+                  napi_get_value_int32(env, argv[3], &count) != napi_ok || off < 0 || count < 0 ||
+                  (size_t)off + (size_t)count > len)) {
+    napi_throw_range_error(env, NULL, "offset and length must lie within the Buffer");
+    return NULL;
   }
-  return 0;
-}
-
-static napi_value js_read(napi_env env, napi_callback_info info) {
-  int32_t fd, range[2];
-  char *data;
-  size_t len;
-  ssize_t n;
-  if (get_io(env, info, 2, &fd, &data, &len, range) < 0) return NULL;
   do {
-    n = read(fd, data, len);
+    n = writing ? write(fd, data + off, (size_t)count) : read(fd, data, (size_t)count);
   } while (n < 0 && errno == EINTR);
   return int_value(env, n < 0 ? -errno : (int)n);
 }
 
-static napi_value js_write(napi_env env, napi_callback_info info) {
-  int32_t fd, range[2];
-  char *data;
-  size_t len;
-  ssize_t n;
-  if (get_io(env, info, 4, &fd, &data, &len, range) < 0) return NULL;
-  do {
-    n = write(fd, data + range[0], (size_t)range[1]);
-  } while (n < 0 && errno == EINTR);
-  return int_value(env, n < 0 ? -errno : (int)n);
-}
+static napi_value js_read(napi_env env, napi_callback_info info) { return device_io(env, info, 0); }
+
+static napi_value js_write(napi_env env, napi_callback_info info) { return device_io(env, info, 1); }
 
 /*
  * One readiness watch: a libuv poll handle armed once per wait. Two owners

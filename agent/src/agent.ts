@@ -6,6 +6,7 @@ import { AgentLog, type AgentLogEvent } from './log.js';
 import { Dispatcher, type Outcome } from './qapi/dispatcher.js';
 import type { CommandFamily } from './qapi/types.js';
 import type { QObject } from './protocol/index.js';
+import { SerialQueue } from './serial-queue.js';
 
 export const VERSION: string = readVersion();
 
@@ -24,9 +25,7 @@ declare const __QUIESCE_AGENT_VERSION__: string | undefined;
 export class Agent {
   readonly dispatcher: Dispatcher;
   readonly context: AgentContext;
-  private queue: Promise<unknown> = Promise.resolve();
-  /** Requests queued or running. */
-  private inFlight = 0;
+  private readonly queue = new SerialQueue();
   private delimit = false;
   private readonly thawWaiters: (() => void)[] = [];
 
@@ -91,29 +90,18 @@ export class Agent {
     else fn();
   }
 
-  /**
-   * Runs one request after every earlier one has finished; with none in
-   * flight it starts at once (a turn through the queue costs a microtask,
-   * which under emulation is measurable inside the frozen window).
-   */
+  /** Runs one request after every earlier one has finished (at once when none is left). */
   execute(request: QObject): Promise<{ outcome: Outcome; delimited: boolean }> {
-    const body = async (): Promise<{ outcome: Outcome; delimited: boolean }> => {
-      try {
-        this.delimit = false;
-        const outcome = await this.dispatcher.dispatch(request, (command, args) => {
-          this.log({ kind: 'request', command: command.name });
-          return command.run(args, this.context);
-        });
-        const delimited = this.delimit;
-        this.delimit = false;
-        return { outcome, delimited };
-      } finally {
-        this.inFlight--;
-      }
-    };
-    const run = this.inFlight++ === 0 ? body() : this.queue.then(body);
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.queue.run(async () => {
+      this.delimit = false;
+      const outcome = await this.dispatcher.dispatch(request, (command, args) => {
+        this.log({ kind: 'request', command: command.name });
+        return command.run(args, this.context);
+      });
+      const delimited = this.delimit;
+      this.delimit = false;
+      return { outcome, delimited };
+    });
   }
 
   /**
@@ -126,7 +114,7 @@ export class Agent {
   }
 
   async close(): Promise<void> {
-    await this.queue;
+    await this.queue.idle();
     for (const f of this.families) await f.close?.();
     // Lines held over a thaw that happened just now (see setFrozen) are not lost.
     if (!this.dispatcher.isFrozen()) this.logger.release();

@@ -7,6 +7,7 @@ import type { FreezeBackend } from './ioctl.js';
 import { FrozenMarker, markerPath } from './marker.js';
 import { MOUNTINFO, readMounts, type FsMount } from './mounts.js';
 import { FreezeWatchdog } from './watchdog.js';
+import { SerialQueue } from '../serial-queue.js';
 
 /** What happened to the last freeze (the watchdog extension's record). */
 export interface FreezeRecord {
@@ -55,9 +56,8 @@ export interface FreezeControllerOptions {
 export class FreezeController {
   readonly marker: FrozenMarker;
   private readonly watchdog = new FreezeWatchdog();
-  private lock: Promise<unknown> = Promise.resolve();
-  /** Operations queued or running under the lock. */
-  private pending = 0;
+  /** Freeze, thaw, stop and the watchdog's thaw never interleave. */
+  private readonly lock = new SerialQueue();
   private nextLimit: number | undefined;
   /** Thawed by a command, its marker not removed yet (see removeMarkerAfterReply). */
   private markerStale = false;
@@ -117,17 +117,17 @@ export class FreezeController {
 
   /** guest-fsfreeze-freeze (no list) and guest-fsfreeze-freeze-list. */
   freeze(mountpoints?: readonly string[]): Promise<number> {
-    return this.exclusive(() => this.doFreeze(mountpoints));
+    return this.lock.run(() => this.doFreeze(mountpoints));
   }
 
   /** guest-fsfreeze-thaw. */
   thaw(): Promise<number> {
-    return this.exclusive(() => this.doThaw('command'));
+    return this.lock.run(() => this.doThaw('command'));
   }
 
   /** Stopping (signal, end of input): thaw first if frozen. */
   close(): Promise<void> {
-    return this.exclusive(async () => {
+    return this.lock.run(async () => {
       this.watchdog.disarm();
       this.removeStaleMarker();
       if (!this.opts.isFrozen()) return;
@@ -138,20 +138,6 @@ export class FreezeController {
         this.opts.log({ kind: 'warning', message: `thaw before stopping: ${(err as Error).message}` });
       }
     });
-  }
-
-  /** Runs `fn` after every earlier freeze, thaw, stop or watchdog thaw; at once when none is pending. */
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const body = async (): Promise<T> => {
-      try {
-        return await fn();
-      } finally {
-        this.pending--;
-      }
-    };
-    const run = this.pending++ === 0 ? body() : this.lock.then(body);
-    this.lock = run.catch(() => undefined);
-    return run;
   }
 
   private allowed(dir: string): boolean {
@@ -319,7 +305,7 @@ export class FreezeController {
   }
 
   private expire(limit: number): void {
-    void this.exclusive(async () => {
+    void this.lock.run(async () => {
       if (!this.opts.isFrozen()) return;
       this.opts.log({ kind: 'warning', message: `frozen for longer than the ${limit} s limit: thawing (watchdog)` });
       try {
