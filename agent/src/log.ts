@@ -55,6 +55,10 @@ function text(e: AgentLogEvent): string {
   }
 }
 
+function line(now: number, level: Level, event: AgentLogEvent): string {
+  return `${Math.floor(now / 1000)}.${String((now % 1000) * 1000).padStart(6, '0')}: ${level}: ${text(event)}\n`;
+}
+
 /** Lines kept while frozen; older ones are dropped (and counted) past this. */
 export const FROZEN_BUFFER_LINES = 1000;
 
@@ -65,7 +69,8 @@ export const FROZEN_BUFFER_LINES = 1000;
  * buffer and are written after the thaw.
  */
 export class AgentLog {
-  private held: string[] | undefined;
+  /** Events kept while frozen, formatted only when written (a line's formatting is measurable in the window). */
+  private held: { now: number; level: Level; event: AgentLogEvent }[] | undefined;
   private dropped = 0;
   private fd: number | undefined;
   readonly captured: AgentLogEvent[] = [];
@@ -81,16 +86,15 @@ export class AgentLog {
     const level = LEVEL[event.kind];
     if (level === 'debug' && !this.verbose) return;
     const now = Date.now();
-    const line = `${Math.floor(now / 1000)}.${String((now % 1000) * 1000).padStart(6, '0')}: ${level}: ${text(event)}\n`;
     if (this.held) {
       if (this.held.length >= FROZEN_BUFFER_LINES) {
         this.held.shift();
         this.dropped++;
       }
-      this.held.push(line);
+      this.held.push({ now, level, event });
       return;
     }
-    this.write(line);
+    this.write(line(now, level, event));
   };
 
   /** Stops writing (before a freeze, or at start in frozen mode). */
@@ -108,7 +112,7 @@ export class AgentLog {
       this.dropped = 0;
     }
     // One write: the thaw's tail is the frozen window's, and a write per line adds to it.
-    if (held.length > 0) this.write(held.join(''));
+    if (held.length > 0) this.write(held.map((h) => line(h.now, h.level, h.event)).join(''));
   }
 
   private write(line: string): void {

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync, unlinkSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { Agent, VERSION } from './agent.js';
 import { dumpConfig, parseOptions, UsageError, type AgentConfig } from './config/options.js';
 import { usage } from './config/usage.js';
@@ -62,6 +63,10 @@ function daemonize(argv: readonly string[]): void {
 }
 
 async function run(config: AgentConfig): Promise<void> {
+  // Inline caches from a function's first call. V8 otherwise gives a function its feedback (the
+  // caches) only after it has run a while, so what runs once per freeze, the thaw above all, never
+  // gets it. Under emulation that cost ~0.8 ms of the frozen window (bench/e2e-window.ts, README).
+  setFlagsFromString('--no-lazy-feedback-allocation');
   const agent = await Agent.create(config);
   let transport: Transport | undefined;
   let stopping = false;

@@ -19,7 +19,9 @@ export function encode(value: JsonOut): string {
     case 'bigint':
       return value.toString();
     case 'number':
-      return Number.isInteger(value) && !Object.is(value, -0) ? BigInt(value).toString() : formatDouble(value);
+      if (!Number.isInteger(value) || Object.is(value, -0)) return formatDouble(value);
+      // Beyond 2^53 String() switches to exponent notation; BigInt writes every digit.
+      return Number.isSafeInteger(value) ? String(value) : BigInt(value).toString();
     case 'undefined':
       return 'null';
   }

@@ -67,6 +67,14 @@ describe('encoder', () => {
     assert.equal(encode(42), '42');
   });
 
+  test('writes plain numbers that are integers in full digits, -0 as a double', () => {
+    assert.equal(encode(2 ** 53 - 1), '9007199254740991');
+    assert.equal(encode(-(2 ** 60)), '-1152921504606846976');
+    assert.equal(encode(1e21), '1000000000000000000000');
+    assert.equal(encode(-0), '-0');
+    assert.equal(encode(0.5), '0.5');
+  });
+
   test('writes lists and empty containers with the reference spacing', () => {
     assert.equal(encode([1, [], {}, [true, false, null]]), '[1, [], {}, [true, false, null]]');
   });
@@ -111,6 +119,13 @@ describe('encoder', () => {
 
   test('leaves out members whose value is undefined (absent optional members)', () => {
     assert.equal(encode({ a: 1, b: undefined }), '{"a": 1}');
+  });
+
+  test('writes a reply without an id, and the id of every kind in its place', () => {
+    assert.equal(encodeResponse({ return: 1 }, undefined), '{"return": 1}\n');
+    assert.equal(encodeResponse({ return: 'thawed' }, new QNum('int', 7n)), '{"return": "thawed", "id": 7}\n');
+    assert.equal(encodeResponse({ error: { class: 'GenericError', desc: 'x' } }, undefined), '{"error": {"class": "GenericError", "desc": "x"}}\n');
+    assert.equal(encodeResponse({ error: {} }, [null]), '{"id": [null], "error": {}}\n');
   });
 
   test('writes an error reply with the id echoed', () => {
