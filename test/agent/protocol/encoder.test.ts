@@ -124,7 +124,10 @@ describe('encoder', () => {
   test('writes a reply without an id, and the id of every kind in its place', () => {
     assert.equal(encodeResponse({ return: 1 }, undefined), '{"return": 1}\n');
     assert.equal(encodeResponse({ return: 'thawed' }, new QNum('int', 7n)), '{"return": "thawed", "id": 7}\n');
-    assert.equal(encodeResponse({ error: { class: 'GenericError', desc: 'x' } }, undefined), '{"error": {"class": "GenericError", "desc": "x"}}\n');
+    assert.equal(
+      encodeResponse({ error: { class: 'GenericError', desc: 'x' } }, undefined),
+      '{"error": {"class": "GenericError", "desc": "x"}}\n',
+    );
     assert.equal(encodeResponse({ error: {} }, [null]), '{"id": [null], "error": {}}\n');
   });
 
