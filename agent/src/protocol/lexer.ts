@@ -123,6 +123,9 @@ plainStringByte[0x22] = 0;
 plainStringByte[0x27] = 0;
 plainStringByte[0x5c] = 0;
 
+/** Chunks up to this size are converted to text once and their tokens sliced from it (see take). */
+const CHUNK_TEXT_MAX = 4096;
+
 export type TokenSink = (type: Tok, text: string) => void;
 
 export class JsonLexer {
@@ -205,13 +208,16 @@ export class JsonLexer {
   }
 
   private take(buf: Uint8Array, start: number, end: number): string {
-    // The common case: the whole token is in this chunk. Slicing the chunk's text is a string
-    // operation; a Buffer toString per token is a call into C++, ~20 us each under emulation.
-    if (this.savedLen === 0) {
+    // The common case: the whole token is in a small chunk (a request). Slicing the chunk's text
+    // is a string operation; a Buffer toString per token is a call into C++, ~20 us each under
+    // emulation. A slice may keep the chunk's text alive (a path kept in the file table, say),
+    // hence small chunks only.
+    if (this.savedLen === 0 && buf.length <= CHUNK_TEXT_MAX) {
       this.chunkText ??= Buffer.from(buf.buffer, buf.byteOffset, buf.length).toString('latin1');
       return this.chunkText.slice(start, end);
     }
     const tail = Buffer.from(buf.buffer, buf.byteOffset + start, end - start);
+    if (this.savedLen === 0) return tail.toString('latin1');
     const all = Buffer.concat([...this.saved, tail]);
     this.dropSaved();
     return all.toString('latin1');

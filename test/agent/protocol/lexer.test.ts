@@ -118,4 +118,17 @@ describe('lexer', () => {
     lexer.feed(Buffer.concat([Buffer.from('"'), Buffer.alloc(MAX_TOKEN_SIZE - 2, 0x62), Buffer.from('"')]));
     assert.deepEqual(out, [['string', MAX_TOKEN_SIZE]]);
   });
+
+  test('tokens come out the same from small chunks, a large chunk, a subarray and across chunks', () => {
+    const one = '{"execute":"guest-file-open","arguments":{"path":"/tmp/\xe9x","mode":"r"}} [1.5e3, -0, true]';
+    const text = one.repeat(Math.ceil(5000 / one.length)); // > 4096 bytes: the large-chunk path
+    const expected = lex(...[...text].map((c) => c));
+    assert.ok(text.length > 4096 && expected.length > 500);
+    assert.deepEqual(lex(text), expected);
+    assert.deepEqual(lex(...text.match(/[^]{1,700}/g)!), expected);
+    const padded = Buffer.from(`xx${text}yy`, 'latin1');
+    assert.deepEqual(lex(padded.subarray(2, padded.length - 2)), expected);
+    const view = new Uint8Array(padded.buffer, padded.byteOffset + 2, 800);
+    assert.deepEqual(lex(view, Buffer.from(text.slice(800), 'latin1')), expected);
+  });
 });
