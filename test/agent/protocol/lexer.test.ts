@@ -18,7 +18,7 @@ const NAMES: Record<number, string> = {
 };
 
 /** Tokens as `type text` (text as latin1, one char per byte). */
-function lex(...chunks: (string | Buffer)[]): string[] {
+function lex(...chunks: (string | Uint8Array)[]): string[] {
   const out: string[] = [];
   const lexer = new JsonLexer((type, text) => out.push(`${NAMES[type]} ${text}`));
   for (const c of chunks) lexer.feed(typeof c === 'string' ? Buffer.from(c, 'latin1') : c);
