@@ -5,8 +5,15 @@ import { commandFamilies } from './commands/index.js';
 import { AgentLog, type AgentLogEvent } from './log.js';
 import { Dispatcher, type Outcome } from './qapi/dispatcher.js';
 import type { CommandFamily } from './qapi/types.js';
+import type { MaybePromise } from './maybe-promise.js';
 import type { QObject } from './protocol/index.js';
 import { SerialQueue } from './serial-queue.js';
+
+/** A request's outcome, and whether its reply gets the leading 0xFF (guest-sync-delimited). */
+export interface Executed {
+  readonly outcome: Outcome;
+  readonly delimited: boolean;
+}
 
 export const VERSION: string = readVersion();
 
@@ -28,6 +35,7 @@ export class Agent {
   private readonly queue = new SerialQueue();
   private delimit = false;
   private readonly thawWaiters: (() => void)[] = [];
+  private readonly afterReplyQueue: (() => void)[] = [];
 
   private constructor(
     readonly config: AgentConfig,
@@ -63,6 +71,7 @@ export class Agent {
       delimitResponse: () => {
         self.agent!.delimit = true;
       },
+      afterReply: (fn) => self.agent!.afterReply(fn),
     };
     const families = await commandFamilies(ctx);
     self.agent = new Agent(config, logger, families, ctx);
@@ -78,7 +87,7 @@ export class Agent {
     if (frozen) return;
     // The held lines go out once the thaw's reply is written: under TCG their write cost ~1 ms of
     // the frozen window's tail. A freeze queued right behind the thaw keeps them held.
-    setImmediate(() => {
+    this.afterReply(() => {
       if (!this.dispatcher.isFrozen()) this.logger.release();
     });
     for (const fn of this.thawWaiters.splice(0)) fn();
@@ -90,17 +99,36 @@ export class Agent {
     else fn();
   }
 
-  /** Runs one request after every earlier one has finished (at once when none is left). */
-  execute(request: QObject): Promise<{ outcome: Outcome; delimited: boolean }> {
-    return this.queue.run(async () => {
+  /**
+   * Runs one request after every earlier one has finished: at once when none
+   * is left, and then a synchronous command's result comes back synchronously.
+   */
+  execute(request: QObject): MaybePromise<Executed> {
+    return this.queue.run(() => {
       this.delimit = false;
-      const outcome = await this.dispatcher.dispatch(request, (command, args) => {
+      const outcome = this.dispatcher.dispatch(request, (command, args) => {
         this.log({ kind: 'request', command: command.name });
         return command.run(args, this.context);
       });
-      const delimited = this.delimit;
-      this.delimit = false;
-      return { outcome, delimited };
+      return outcome instanceof Promise ? outcome.then((o) => this.executed(o)) : this.executed(outcome);
+    });
+  }
+
+  private executed(outcome: Outcome): Executed {
+    const delimited = this.delimit;
+    this.delimit = false;
+    return { outcome, delimited };
+  }
+
+  /**
+   * Runs `fn` once the reply to the command running now is written, off the
+   * frozen window's tail: replies go out in the turn of the command or in the
+   * microtasks after it, and setImmediate runs after those.
+   */
+  private afterReply(fn: () => void): void {
+    if (this.afterReplyQueue.push(fn) > 1) return;
+    setImmediate(() => {
+      for (const f of this.afterReplyQueue.splice(0)) f();
     });
   }
 

@@ -14,4 +14,6 @@ export interface AgentContext {
   setFrozen(frozen: boolean): void;
   /** The reply to the command being run gets a leading 0xFF (guest-sync-delimited). */
   delimitResponse(): void;
+  /** Runs `fn` once the reply to the command running now is written (the thaw's clean-up, off the frozen window). */
+  afterReply(fn: () => void): void;
 }

@@ -1,10 +1,13 @@
 import { encodeResponse, JsonStreamer, SENTINEL, type Message } from './protocol/index.js';
-import type { Agent } from './agent.js';
+import type { Agent, Executed } from './agent.js';
 
 /** One peer's byte stream: bytes in, replies out, in order. */
 export interface Peer {
-  /** Resolves once written, or at once if the peer is gone; never rejects. */
-  write(data: Buffer): Promise<void>;
+  /**
+   * Nothing when written at once (or the peer is gone); otherwise a promise
+   * that resolves once written. Never throws or rejects.
+   */
+  write(data: Buffer): void | Promise<void>;
   pause(): void;
   resume(): void;
 }
@@ -14,7 +17,8 @@ const MAX_PENDING = 256;
 
 /**
  * Parses one peer's stream and answers each message in order. Commands of all
- * sessions run one at a time through the agent, as in the reference.
+ * sessions run one at a time through the agent, as in the reference. A request
+ * whose command and write complete synchronously is answered within feed().
  */
 export class Session {
   private readonly streamer: JsonStreamer;
@@ -36,7 +40,7 @@ export class Session {
       this.paused = true;
       this.peer.pause();
     }
-    if (!this.draining) void this.drain();
+    if (!this.draining) this.drain();
   }
 
   /** The peer is gone: stop answering it (a command already running still completes). */
@@ -50,32 +54,48 @@ export class Session {
     while (this.draining) await new Promise((r) => setImmediate(r));
   }
 
-  private async drain(): Promise<void> {
+  /** Answers the pending messages in order; goes on asynchronously from the first answer that is not immediate. */
+  private drain(): void {
     this.draining = true;
+    let waiting = false;
     try {
       for (let m = this.pending.shift(); m && !this.closed; m = this.pending.shift()) {
         if (this.paused && this.pending.length < MAX_PENDING / 2) {
           this.paused = false;
           this.peer.resume();
         }
-        await this.answer(m);
+        const answered = this.answer(m);
+        if (answered) {
+          waiting = true;
+          void answered.then(
+            () => this.drain(),
+            (err: unknown) => {
+              this.draining = false;
+              throw err;
+            },
+          );
+          return;
+        }
       }
     } finally {
-      this.draining = false;
+      if (!waiting) this.draining = false;
     }
   }
 
-  private async answer(m: Message): Promise<void> {
+  private answer(m: Message): void | Promise<void> {
     if (!m.ok) {
       this.agent.log({ kind: 'parse-error', desc: m.error });
-      await this.peer.write(
+      return this.peer.write(
         Buffer.from(encodeResponse({ error: { class: 'GenericError', desc: m.error } }, undefined)),
       );
-      return;
     }
-    const { outcome, delimited } = await this.agent.execute(m.value);
+    const executed = this.agent.execute(m.value);
+    return executed instanceof Promise ? executed.then((e) => this.reply(e)) : this.reply(executed);
+  }
+
+  private reply({ outcome, delimited }: Executed): void | Promise<void> {
     if (!outcome || this.closed) return;
     const line = Buffer.from(encodeResponse(outcome.reply, outcome.id), 'latin1');
-    await this.peer.write(delimited ? Buffer.concat([Buffer.of(SENTINEL), line]) : line);
+    return this.peer.write(delimited ? Buffer.concat([Buffer.of(SENTINEL), line]) : line);
   }
 }

@@ -31,7 +31,7 @@ describe('agent request queue', () => {
     try {
       const done: string[] = [];
       const issue = (execute: string) =>
-        agent.execute(request(execute)).then(({ outcome }) => {
+        Promise.resolve(agent.execute(request(execute))).then(({ outcome }) => {
           assert.ok(outcome && 'return' in outcome.reply, `${execute}: ${JSON.stringify(outcome?.reply)}`);
           done.push(execute);
         });

@@ -23,7 +23,47 @@ describe('serial queue', () => {
     assert.deepEqual(log, ['slow start', 'slow end', 'quick']);
     const again = q.run(() => log.push('idle again'));
     assert.equal(log.at(-1), 'idle again', 'idle again: starts at once');
-    assert.equal(await again, 4);
+    assert.equal(again, 4, 'a synchronous task with nothing ahead: its result, not a promise');
+  });
+
+  test('with nothing ahead a synchronous task answers in the caller turn, throw included', () => {
+    const q = new SerialQueue();
+    assert.equal(
+      q.run(() => 'now'),
+      'now',
+    );
+    assert.throws(
+      () =>
+        q.run(() => {
+          throw new Error('sync boom');
+        }),
+      /sync boom/,
+    );
+    assert.equal(
+      q.run(() => 'after a throw'),
+      'after a throw',
+      'a throw does not leave the queue busy',
+    );
+  });
+
+  test('once a running task settles, a task started from its continuation runs at once', async () => {
+    const q = new SerialQueue();
+    const first = q.run(async () => {
+      await sleep(5);
+      return 1;
+    });
+    assert.ok(first instanceof Promise, 'an asynchronous task gives its promise');
+    let inTurn: unknown;
+    await first.then(() => {
+      inTurn = q.run(() => 'sync again');
+    });
+    assert.equal(inTurn, 'sync again', 'not a promise: the finished task no longer counts');
+    const rejected = q.run(() => Promise.reject(new Error('late boom')));
+    await assert.rejects(rejected as Promise<never>, /late boom/);
+    assert.equal(
+      q.run(() => 'after a rejection'),
+      'after a rejection',
+    );
   });
 
   test('a failing task rejects its own promise only; idle() waits for everything queued', async () => {

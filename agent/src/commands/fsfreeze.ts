@@ -47,6 +47,7 @@ export async function fsfreezeCommands(ctx: AgentContext): Promise<FsfreezeFamil
     log,
     setFrozen: (frozen) => ctx.setFrozen(frozen),
     isFrozen: () => ctx.isFrozen(),
+    afterReply: (fn) => ctx.afterReply(fn),
   });
   // First, before this family logs anything: in frozen mode not even a log line may reach the disk.
   controller.recover();

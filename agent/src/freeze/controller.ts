@@ -7,6 +7,7 @@ import type { FreezeBackend } from './ioctl.js';
 import { FrozenMarker, markerPath } from './marker.js';
 import { MOUNTINFO, readMounts, type FsMount } from './mounts.js';
 import { FreezeWatchdog } from './watchdog.js';
+import type { MaybePromise } from '../maybe-promise.js';
 import { SerialQueue } from '../serial-queue.js';
 
 /** What happened to the last freeze (the watchdog extension's record). */
@@ -45,6 +46,8 @@ export interface FreezeControllerOptions {
   /** The agent's frozen mode: command gate and held log. */
   readonly setFrozen: (frozen: boolean) => void;
   readonly isFrozen: () => boolean;
+  /** Runs `fn` once the reply to the running command is written. */
+  readonly afterReply: (fn: () => void) => void;
   readonly mounts?: () => FsMount[];
 }
 
@@ -120,8 +123,8 @@ export class FreezeController {
     return this.lock.run(() => this.doFreeze(mountpoints));
   }
 
-  /** guest-fsfreeze-thaw. */
-  thaw(): Promise<number> {
+  /** guest-fsfreeze-thaw: synchronous unless thaw hooks run. */
+  thaw(): MaybePromise<number> {
     return this.lock.run(() => this.doThaw('command'));
   }
 
@@ -242,7 +245,7 @@ export class FreezeController {
     return record.frozen;
   }
 
-  private async doThaw(reason: ThawReason, hookScripts?: readonly string[]): Promise<number> {
+  private doThaw(reason: ThawReason, hookScripts?: readonly string[]): MaybePromise<number> {
     const { log, hooks, backend } = this.opts;
     this.watchdog.disarm();
     const mounts = this.readMounts();
@@ -270,21 +273,18 @@ export class FreezeController {
       if (reason === 'command') this.removeMarkerAfterReply();
       else this.removeMarker();
     }
-    // Without a hook path there is nothing to run: no turn through an await at the window's end.
+    // Without a hook path there is nothing to run: the thaw's reply can go out in this turn.
     if (hookScripts === undefined && !hooks.configured) return count;
-    const err = await hooks.thaw(hookScripts);
-    if (err) throw new QgaError(err.message);
-    return count;
+    return hooks.thaw(hookScripts).then((err) => {
+      if (err) throw new QgaError(err.message);
+      return count;
+    });
   }
 
-  /**
-   * A thaw command removes the marker once its reply is written: the reply
-   * goes out in the microtasks that follow the command, and setImmediate runs
-   * after them. A freeze or a stop that comes first removes it itself.
-   */
+  /** A thaw command removes the marker once its reply is written; a freeze or a stop that comes first removes it itself. */
   private removeMarkerAfterReply(): void {
     this.markerStale = true;
-    setImmediate(() => this.removeStaleMarker());
+    this.opts.afterReply(() => this.removeStaleMarker());
   }
 
   private removeStaleMarker(): void {

@@ -1,5 +1,6 @@
 import { isQDict, qdictOrder, type JsonOut, type QDict, type QObject } from '../protocol/index.js';
 import { QgaError } from './errors.js';
+import type { MaybePromise } from '../maybe-promise.js';
 import type { CommandDef } from './types.js';
 import { visitArgs } from './visit.js';
 
@@ -87,25 +88,33 @@ export class Dispatcher {
     }));
   }
 
-  /** Runs one parsed request. `run` receives the command and validated arguments. */
-  async dispatch(
+  /**
+   * Runs one parsed request. `run` receives the command and validated
+   * arguments. A command that answers synchronously gets its outcome back
+   * synchronously (the thaw, so that its reply leaves in the same turn).
+   */
+  dispatch(
     request: QObject,
-    run: (command: CommandDef, args: Record<string, unknown>) => JsonOut | void | Promise<JsonOut | void>,
-  ): Promise<Outcome> {
+    run: (command: CommandDef, args: Record<string, unknown>) => MaybePromise<JsonOut | void>,
+  ): MaybePromise<Outcome> {
     if (!isQDict(request)) {
       return { reply: { error: errorBody(new QgaError('QMP input must be a JSON object')) }, id: undefined };
     }
     const id = request.get('id');
+    let command: CommandDef;
+    let result: MaybePromise<JsonOut | void>;
     try {
-      const command = this.lookup(request);
+      command = this.lookup(request);
       const args = request.get('arguments');
-      const visited = visitArgs(command.args ?? NO_ARGS, (args as QDict | undefined) ?? EMPTY);
-      const result = await run(command, visited);
-      if (command.successResponse === false) return null;
-      return { reply: { return: result ?? {} }, id };
+      result = run(command, visitArgs(command.args ?? NO_ARGS, (args as QDict | undefined) ?? EMPTY));
     } catch (err) {
       return { reply: { error: errorBody(err) }, id };
     }
+    if (!(result instanceof Promise)) return success(command, result, id);
+    return result.then(
+      (value) => success(command, value, id),
+      (err: unknown) => ({ reply: { error: errorBody(err) }, id }),
+    );
   }
 
   private lookup(request: QDict): CommandDef {
@@ -130,6 +139,10 @@ export class Dispatcher {
     }
     return command;
   }
+}
+
+function success(command: CommandDef, result: JsonOut | void, id: QObject | undefined): Outcome {
+  return command.successResponse === false ? null : { reply: { return: result ?? {} }, id };
 }
 
 function errorBody(err: unknown): JsonOut {

@@ -162,26 +162,39 @@ export function device(
   let ready: Readiness | undefined;
   const io = deviceIo();
 
+  /** Writes from `off` until done (returns the end) or the device is full (returns where it stopped). */
+  const writeSome = (fh: FileHandle, data: Buffer, off: number): number => {
+    while (off < data.length && !stopped) {
+      const n = io.write(fh.fd, data, off, data.length - off);
+      if (n === WOULD_BLOCK) return off;
+      off += n;
+    }
+    return data.length;
+  };
+
+  const writeLater = async (fh: FileHandle, data: Buffer, off: number): Promise<void> => {
+    // The host is not reading: retry after 1 ms, doubling while nothing goes through.
+    let wait = 1;
+    while (off < data.length && !stopped) {
+      await sleep(wait);
+      const next = writeSome(fh, data, off);
+      wait = next > off ? 1 : Math.min(wait * 2, IDLE_POLL_MAX_MS);
+      off = next;
+    }
+  };
+
+  const writeFailed = (err: unknown): void => agent.log({ kind: 'write-failed', reason: (err as Error).message });
+
   const peer = (fh: FileHandle): Peer => ({
-    write: async (data) => {
-      let off = 0;
-      let wait = 1;
-      while (off < data.length && !stopped) {
-        let n: number;
-        try {
-          n = io.write(fh.fd, data, off, data.length - off);
-        } catch (err) {
-          agent.log({ kind: 'write-failed', reason: (err as Error).message });
-          return;
-        }
-        if (n === WOULD_BLOCK) {
-          await sleep(wait);
-          wait = Math.min(wait * 2, IDLE_POLL_MAX_MS);
-          continue;
-        }
-        off += n;
-        wait = 1;
+    // Synchronous while the device takes the bytes, which is what keeps a thaw's reply in its turn.
+    write: (data) => {
+      let off: number;
+      try {
+        off = writeSome(fh, data, 0);
+      } catch (err) {
+        return writeFailed(err);
       }
+      return off < data.length ? writeLater(fh, data, off).catch(writeFailed) : undefined;
     },
     pause: () => {
       gate ??= new Promise<void>((r) => (openGate = r));

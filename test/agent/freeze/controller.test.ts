@@ -69,6 +69,8 @@ interface Rig {
   events: AgentLogEvent[];
   statedir: string;
   mounts: FsMount[];
+  /** The agent's part: runs what waits for the running command's reply, as once it is written. */
+  replyWritten: () => void;
 }
 
 let statedir: string;
@@ -83,6 +85,7 @@ function rig(opts: { include?: string[]; limit?: number; mounts?: FsMount[]; sta
   const frozen = { value: false, changes: [] as boolean[] };
   const events: AgentLogEvent[] = [];
   const mounts = opts.mounts ?? [mount('/'), mount('/a'), mount('/a/b', 'xfs'), mount('/c', 'btrfs')];
+  const afterReply: (() => void)[] = [];
   const controller = new FreezeController({
     statedir: opts.statedir ?? statedir,
     include: opts.include,
@@ -95,19 +98,16 @@ function rig(opts: { include?: string[]; limit?: number; mounts?: FsMount[]; sta
       frozen.changes.push(f);
     },
     isFrozen: () => frozen.value,
+    afterReply: (fn) => afterReply.push(fn),
     mounts: () => mounts,
   });
-  return { controller, backend, hooks, frozen, events, statedir: opts.statedir ?? statedir, mounts };
+  const replyWritten = () => {
+    for (const fn of afterReply.splice(0)) fn();
+  };
+  return { controller, backend, hooks, frozen, events, statedir: opts.statedir ?? statedir, mounts, replyWritten };
 }
 
 const markerThere = (dir: string) => existsSync(join(dir, MARKER_NAME));
-/**
- * After a thaw command the marker goes once its reply is out, in a setImmediate queued when the thaw
- * settles; an await on the thaw may queue its own first, so wait two turns.
- */
-const afterReply = async () => {
-  for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
-};
 
 describe('freeze controller', () => {
   test('freezes in reverse mount order, thaws in mount order, and counts both', async () => {
@@ -137,8 +137,21 @@ describe('freeze controller', () => {
     await r.controller.thaw();
     assert.equal(r.controller.status(), 'thawed');
     assert.ok(markerThere(r.statedir), 'kept until the reply is out');
-    await afterReply();
+    r.replyWritten();
     assert.equal(markerThere(r.statedir), false);
+  });
+
+  test('a thaw without hooks answers synchronously; with hooks it gives a promise', async () => {
+    const r = rig({ include: ['/a'] });
+    r.hooks.configured = false;
+    await r.controller.freeze();
+    assert.equal(r.controller.thaw(), 1, 'the count itself, in the caller turn');
+    r.hooks.configured = true;
+    await r.controller.freeze();
+    const thawed = r.controller.thaw();
+    assert.ok(thawed instanceof Promise);
+    assert.equal(await thawed, 1);
+    assert.deepEqual(r.hooks.calls, ['freeze', 'freeze', 'thaw all']);
   });
 
   test('a freeze right behind a thaw keeps its marker (the removal runs first)', async () => {
@@ -148,10 +161,10 @@ describe('freeze controller', () => {
     const frozen = r.controller.freeze();
     assert.equal(await thawed, 1);
     assert.equal(await frozen, 1);
-    await afterReply();
+    r.replyWritten();
     assert.ok(markerThere(r.statedir), 'the second freeze has its marker');
     assert.equal(await r.controller.thaw(), 1);
-    await afterReply();
+    r.replyWritten();
     assert.equal(markerThere(r.statedir), false);
   });
 
@@ -239,7 +252,7 @@ describe('freeze controller', () => {
     const r = rig({ include: ['/a'] });
     await r.controller.freeze();
     r.hooks.thawError = new HookError('fsfreeze hook has failed with status 1');
-    await assert.rejects(r.controller.thaw(), new QgaError('fsfreeze hook has failed with status 1'));
+    await assert.rejects(async () => r.controller.thaw(), new QgaError('fsfreeze hook has failed with status 1'));
     assert.equal(r.controller.status(), 'thawed');
     assert.deepEqual(r.backend.frozen(), []);
     assert.equal(r.controller.record?.thawed, 1);
@@ -265,7 +278,7 @@ describe('freeze controller', () => {
     r.backend.depth.set('/a', 1);
     r.backend.depth.set('/c', 1);
     assert.equal(await r.controller.thaw(), 2);
-    await afterReply();
+    r.replyWritten();
     assert.equal(markerThere(statedir), false);
     assert.equal(r.controller.status(), 'thawed');
   });
@@ -327,7 +340,7 @@ describe('freeze controller', () => {
     const r = rig({ include: ['/a'] });
     const order: string[] = [];
     const f = r.controller.freeze().then((n) => order.push(`freeze ${n}`));
-    const t = r.controller.thaw().then((n) => order.push(`thaw ${n}`));
+    const t = Promise.resolve(r.controller.thaw()).then((n) => order.push(`thaw ${n}`));
     const s = r.controller.close().then(() => order.push('close'));
     await Promise.all([f, t, s]);
     assert.deepEqual(order, ['freeze 1', 'thaw 1', 'close']);

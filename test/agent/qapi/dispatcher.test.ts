@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodeResponse, JsonStreamer, type JsonOut, type QObject } from '../../../agent/src/protocol/index.js';
-import { Dispatcher } from '../../../agent/src/qapi/dispatcher.js';
+import { Dispatcher, type Outcome } from '../../../agent/src/qapi/dispatcher.js';
 import { QgaError } from '../../../agent/src/qapi/errors.js';
 import type { CommandDef } from '../../../agent/src/qapi/types.js';
 import { InProcessAgent } from '../../helpers/in-process-agent.js';
@@ -256,5 +256,33 @@ describe('guest-info from the real agent', () => {
 
   test('answers a blocked guest-ping as disabled', async () => {
     assert.deepEqual(await agent.lines('{"execute":"guest-ping"}'), [notFound('Command guest-ping has been disabled')]);
+  });
+});
+
+describe('dispatcher: synchronous and asynchronous commands', () => {
+  const d = new Dispatcher(COMMANDS);
+  const direct = (c: CommandDef, args: Record<string, unknown>) => c.run(args, undefined as never);
+  const line = (o: Outcome) => (o === null ? null : encodeResponse(o.reply, o.id).trimEnd());
+  const later = async (c: CommandDef, args: Record<string, unknown>) =>
+    (await c.run(args, undefined as never)) as JsonOut;
+
+  test('a command that answers synchronously gives its outcome synchronously, error or not', () => {
+    const ok = d.dispatch(parse('{"execute": "x-sync", "arguments": {"id": 5}, "id": 1}'), direct);
+    assert.ok(!(ok instanceof Promise));
+    assert.equal(line(ok), '{"return": 5, "id": 1}');
+    const failed = d.dispatch(parse('{"execute": "x-fail"}'), direct);
+    assert.ok(!(failed instanceof Promise));
+    assert.deepEqual(failed?.reply, { error: { class: 'GenericError', desc: 'failed to open file' } });
+    assert.equal(d.dispatch(parse('{"execute": "x-halt"}'), direct), null);
+  });
+
+  test('an asynchronous command gives a promise of the same outcome, a rejection as its error', async () => {
+    const ok = d.dispatch(parse('{"execute": "x-sync", "arguments": {"id": 5}, "id": 1}'), later);
+    assert.ok(ok instanceof Promise);
+    assert.equal(line(await ok), '{"return": 5, "id": 1}');
+    const failed = d.dispatch(parse('{"execute": "x-bug", "id": 2}'), later);
+    assert.ok(failed instanceof Promise);
+    assert.equal(line(await failed), err('cannot read properties of undefined', '2'));
+    assert.equal(await d.dispatch(parse('{"execute": "x-halt"}'), later), null);
   });
 });
