@@ -10,6 +10,9 @@
  * Then each agent's own freeze and thaw latency, seen from the host (the
  * minimal client's request → reply, after a guest-sync on its fresh
  * connection, as `quiesce run` handshakes first), quiesce-agent against qemu-ga.
+ * Each agent has its own guest, booted before any run; the runs of the two
+ * guests interleave, so that a slow spell of the host (it drifts by tens of
+ * percent over minutes) falls on both agents alike instead of on one.
  * Needs root (QEMU, qemu-ga). BENCH_N runs per side and agent (default 20), BENCH_AGENTS (default
  * qemu-ga,quiesce), BENCH_PAUSE_MS between runs (default 1000).
  */
@@ -83,72 +86,74 @@ if (why) {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'bench-e2e-'));
-const agentStats = new Map<AgentKind, { freeze: number; thaw: number }>();
+const kinds = (process.env['BENCH_AGENTS'] ?? 'qemu-ga,quiesce').split(',') as AgentKind[];
+/** One guest per agent, all booted first: their runs interleave, so a slow spell of the host hits both agents alike. */
+const sides: { kind: AgentKind; guest: Guest; config: string; minimal: Sample[]; q: Sample[] }[] = [];
 try {
   console.log(
-    `frozen window of freeze-list /data → QMP backup of ${DATA_DEVICE} (${DISK_MB} MB ext4, sync full) → thaw in a TCG guest, ${N} runs per side, alternating, ${PAUSE_MS} ms apart`,
+    `frozen window of freeze-list /data → QMP backup of ${DATA_DEVICE} (${DISK_MB} MB ext4, sync full) → thaw in a TCG guest per agent, ${N} runs per side and agent, interleaved, ${PAUSE_MS} ms apart`,
   );
-  const kinds = (process.env['BENCH_AGENTS'] ?? 'qemu-ga,quiesce').split(',') as AgentKind[];
   for (const kind of kinds) {
     const guest = await bootGuest({
       agent: kind,
       agentArgs: kind === 'quiesce' ? ['--fsfreeze-include=/data'] : [],
       dataDiskMB: DISK_MB,
     });
-    try {
-      const config = join(dir, `${kind}.json`);
-      writeFileSync(
-        config,
-        JSON.stringify({
-          stateDir: join(dir, `${kind}-state`),
-          guests: {
-            vm: {
-              connector: { type: 'socket', path: guest.qgaSocket },
-              freeze: ['/data'],
-              snapshot: {
-                provider: 'qmp',
-                socket: guest.qmpSocket,
-                disks: [DATA_NODE],
-                target: join(dir, `q-${kind}-{disk}-{runId}.img`),
-              },
+    const config = join(dir, `${kind}.json`);
+    sides.push({ kind, guest, config, minimal: [], q: [] });
+    writeFileSync(
+      config,
+      JSON.stringify({
+        stateDir: join(dir, `${kind}-state`),
+        guests: {
+          vm: {
+            connector: { type: 'socket', path: guest.qgaSocket },
+            freeze: ['/data'],
+            snapshot: {
+              provider: 'qmp',
+              socket: guest.qmpSocket,
+              disks: [DATA_NODE],
+              target: join(dir, `q-${kind}-{disk}-{runId}.img`),
             },
           },
-          jobs: { bench: { guests: ['vm'], budget: '60s' } },
-        }),
-      );
-      // Warm-up, not counted: page cache, the first freeze of the boot.
-      minimalRun(guest, dir, -1);
-      quiesceRun(config);
-      const minimal: Sample[] = [];
-      const q: Sample[] = [];
-      for (let i = 0; i < N; i++) {
-        await sleep(PAUSE_MS);
-        minimal.push(minimalRun(guest, dir, i));
-        await sleep(PAUSE_MS);
-        q.push(quiesceRun(config));
-      }
-      const pick = (xs: Sample[], k: keyof Sample) => xs.map((x) => x[k]!);
-      // Host work between the round trips: the window after the freeze minus what QEMU and the agent took.
-      const glue = (xs: Sample[]) => xs.map((x) => x.afterFreeze - x.backup! - x.thaw!);
-      const overhead = p50(pick(q, 'afterFreeze')) - p50(pick(minimal, 'afterFreeze'));
-      console.log(
-        `${kind.padEnd(8)} window p50: minimal ${f(p50(pick(minimal, 'window')))} ms, quiesce ${f(p50(pick(q, 'window')))} ms | ` +
-          `freeze reply → thaw reply p50: minimal ${f(p50(pick(minimal, 'afterFreeze')))} ms, quiesce ${f(p50(pick(q, 'afterFreeze')))} ms → host overhead ${f(overhead)} ms (target < 2 ms)`,
-      );
-      console.log(
-        `${kind.padEnd(8)}   of which p50: backup round trip minimal ${f(p50(pick(minimal, 'backup')))} / quiesce ${f(p50(pick(q, 'backup')))} ms, ` +
-          `thaw minimal ${f(p50(pick(minimal, 'thaw')))} / quiesce ${f(p50(pick(q, 'thaw')))} ms, ` +
-          `host work between them minimal ${f(p50(glue(minimal)))} / quiesce ${f(p50(glue(q)))} ms`,
-      );
-      const freeze = p50(pick(minimal, 'freeze'));
-      const thaw = p50(pick(minimal, 'thaw'));
-      agentStats.set(kind, { freeze, thaw });
-      console.log(
-        `${kind.padEnd(8)} agent latency from the host (minimal client, p50 / p90): freeze ${f(freeze)} / ${f(pct(pick(minimal, 'freeze'), 90))} ms, thaw ${f(thaw)} / ${f(pct(pick(minimal, 'thaw'), 90))} ms`,
-      );
-    } finally {
-      await guest.stop();
+        },
+        jobs: { bench: { guests: ['vm'], budget: '60s' } },
+      }),
+    );
+    // Warm-up, not counted: page cache, the first freeze of the boot.
+    minimalRun(guest, dir, -1);
+    quiesceRun(config);
+  }
+  for (let i = 0; i < N; i++) {
+    for (const side of sides) {
+      await sleep(PAUSE_MS);
+      side.minimal.push(minimalRun(side.guest, dir, i));
+      await sleep(PAUSE_MS);
+      side.q.push(quiesceRun(side.config));
     }
+    if ((i + 1) % 10 === 0 && i + 1 < N) console.log(`  ${i + 1}/${N} runs`);
+  }
+  const agentStats = new Map<AgentKind, { freeze: number; thaw: number }>();
+  for (const { kind, minimal, q } of sides) {
+    const pick = (xs: Sample[], k: keyof Sample) => xs.map((x) => x[k]!);
+    // Host work between the round trips: the window after the freeze minus what QEMU and the agent took.
+    const glue = (xs: Sample[]) => xs.map((x) => x.afterFreeze - x.backup! - x.thaw!);
+    const overhead = p50(pick(q, 'afterFreeze')) - p50(pick(minimal, 'afterFreeze'));
+    console.log(
+      `${kind.padEnd(8)} window p50: minimal ${f(p50(pick(minimal, 'window')))} ms, quiesce ${f(p50(pick(q, 'window')))} ms | ` +
+        `freeze reply → thaw reply p50: minimal ${f(p50(pick(minimal, 'afterFreeze')))} ms, quiesce ${f(p50(pick(q, 'afterFreeze')))} ms → host overhead ${f(overhead)} ms (target < 2 ms)`,
+    );
+    console.log(
+      `${kind.padEnd(8)}   of which p50: backup round trip minimal ${f(p50(pick(minimal, 'backup')))} / quiesce ${f(p50(pick(q, 'backup')))} ms, ` +
+        `thaw minimal ${f(p50(pick(minimal, 'thaw')))} / quiesce ${f(p50(pick(q, 'thaw')))} ms, ` +
+        `host work between them minimal ${f(p50(glue(minimal)))} / quiesce ${f(p50(glue(q)))} ms`,
+    );
+    const freeze = p50(pick(minimal, 'freeze'));
+    const thaw = p50(pick(minimal, 'thaw'));
+    agentStats.set(kind, { freeze, thaw });
+    console.log(
+      `${kind.padEnd(8)} agent latency from the host (minimal client, p50 / p90): freeze ${f(freeze)} / ${f(pct(pick(minimal, 'freeze'), 90))} ms, thaw ${f(thaw)} / ${f(pct(pick(minimal, 'thaw'), 90))} ms`,
+    );
   }
   const ref = agentStats.get('qemu-ga');
   const ours = agentStats.get('quiesce');
@@ -158,5 +163,6 @@ try {
     );
   }
 } finally {
+  for (const { guest } of sides) await guest.stop();
   rmSync(dir, { recursive: true, force: true });
 }
