@@ -145,6 +145,11 @@ export class JsonLexer {
     this.savedLen = 0;
   }
 
+  /** In its initial state: no partial token. */
+  atRest(): boolean {
+    return this.state === S.Start && this.savedLen === 0;
+  }
+
   feed(buf: Uint8Array): void {
     this.chunkText = undefined;
     const n = buf.length;

@@ -169,3 +169,46 @@ describe('streamer and parser: messages and error texts', () => {
     assert.deepEqual(out, ['JSON token size limit exceeded', E("invalid keyword 'aaa'"), '= 7']);
   });
 });
+
+describe('streamer: remembered argument-free requests', () => {
+  test('a chunk that was one bare request gives the remembered message; others are parsed afresh', () => {
+    const out: Message[] = [];
+    const s = new JsonStreamer((m) => out.push(m));
+    const thaw = Buffer.from('{"execute":"guest-fsfreeze-thaw"}\n');
+    s.feed(thaw);
+    s.feed(Buffer.from(thaw));
+    assert.equal(out.length, 2);
+    assert.equal(out[1], out[0], 'the same message, not parsed again');
+    const sync = Buffer.from('{"execute":"guest-sync","arguments":{"id":1}}');
+    s.feed(sync);
+    s.feed(sync);
+    assert.notEqual(out[3], out[2], 'a request with arguments is not remembered');
+    assert.deepEqual(out[3], out[2]);
+  });
+
+  test('gives the messages a fresh streamer gives, chunk by chunk, from rest or not', () => {
+    const chunks = [
+      '{"execute":"guest-ping"}',
+      '{"execute":"guest-ping"}\n',
+      '{"execute":"guest-ping"}{"execute":',
+      '"guest-ping"}',
+      '{"execute":"guest-ping"}',
+      ' {"execute":"guest-ping"}',
+      '{"execute":"guest-ping","execute":"guest-info"}',
+      '{"execute":"guest-ping"}',
+      '}',
+      '{"execute":"guest-ping"}',
+      '{"execute":"guest-ping"}[',
+      '{"execute":"guest-ping"}',
+      ']{"execute":"guest-ping"}',
+      '"{"execute":"guest-ping"}',
+      '"',
+      '{"execute":"guest-ping"}',
+    ];
+    const once = messages(...chunks);
+    assert.equal(once.length, 25);
+    // The second pass meets every chunk again: remembered ones come from the memo, in the same states.
+    assert.deepEqual(messages(...chunks, ...chunks), [...once, ...once]);
+    assert.deepEqual(messages(chunks.join('')), once, 'as one chunk');
+  });
+});
