@@ -71,7 +71,9 @@ describe('guest-fsfreeze on loop mounts (quiesce-agent)', { skip: SKIP }, () => 
       assert.deepEqual(await c.ok(GET_FREEZE_RECORD).then((r) => (r as { frozen: number }).frozen), 3);
       assert.equal(await c.ok('guest-fsfreeze-thaw'), 3);
       assert.equal(await c.ok('guest-fsfreeze-thaw'), 0, 'thaw while thawed');
-      // The marker goes right after the thaw's reply is written, before the agent reads its next request.
+      // The marker goes AFTER_REPLY_DELAY_MS after the thaw's reply.
+      const deadline = Date.now() + 5000;
+      while (markerState(c.agent.statedir) !== 'absent' && Date.now() < deadline) await sleep(5);
       assert.equal(markerState(c.agent.statedir), 'absent');
       const enabled = await enabledCommands(c);
       assert.ok(enabled.includes('guest-get-fsinfo') && enabled.includes('guest-fsfreeze-freeze'));
@@ -138,8 +140,9 @@ describe('guest-fsfreeze on loop mounts (quiesce-agent)', { skip: SKIP }, () => 
       await c.ok('guest-fsfreeze-status');
       assert.equal(statSync(logfile).size, size, 'nothing written while frozen');
       await c.ok('guest-fsfreeze-thaw');
-      // The held lines are written right after the thaw's reply (not before it: not in the window).
-      await c.ok('guest-ping');
+      // The held lines go out AFTER_REPLY_DELAY_MS after the thaw's reply (not before it: not in the window).
+      const deadline = Date.now() + 5000;
+      while (!readFileSync(logfile, 'utf8').includes('thawed 1') && Date.now() < deadline) await sleep(5);
       const text = readFileSync(logfile, 'utf8').slice(size);
       const order = [
         'froze 1 filesystem',

@@ -2,10 +2,11 @@
 // empty, so its thaw touches no filesystem; only the agent's own state is under test here.
 import { describe, test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent } from '../../../agent/src/agent.js';
+import { Agent, AFTER_REPLY_DELAY_MS } from '../../../agent/src/agent.js';
 import { parseOptions, type AgentConfig } from '../../../agent/src/config/options.js';
 import { AgentLog } from '../../../agent/src/log.js';
 import { MARKER_NAME } from '../../../agent/src/freeze/marker.js';
@@ -49,8 +50,9 @@ describe('starting over a frozen-state marker', () => {
       assert.equal(deferred, 0);
       assert.equal(await call(agent, 'guest-fsfreeze-thaw'), 0);
       assert.equal(deferred, 1, 'deferred work ran at the thaw');
-      // The marker goes once the reply is out (a setImmediate queued when the thaw settled).
-      for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
+      assert.equal(existsSync(join(statedir, MARKER_NAME)), true, 'kept until the reply is out');
+      // The marker goes AFTER_REPLY_DELAY_MS after the reply.
+      await sleep(AFTER_REPLY_DELAY_MS + 20);
       assert.equal(existsSync(join(statedir, MARKER_NAME)), false);
       assert.equal(await call(agent, 'guest-fsfreeze-status'), 'thawed');
       assert.ok(Array.isArray(await call(agent, 'guest-get-fsinfo')));
