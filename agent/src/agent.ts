@@ -20,9 +20,9 @@ export interface Executed {
  * its frozen-state marker) waits once the reply is written. Done at once, it
  * ran while the host was still receiving the reply and sending its next
  * request (`quiesce run` proves the thaw with guest-fsfreeze-status at once):
- * in the TCG test guest that made our thaw's round trip 1.2–1.26× qemu-ga's
+ * in the TCG test guest that made our thaw's round trip 1.19–1.26× qemu-ga's
  * at p75 against 1.05–1.12× with the wait, and the status right after it
- * 1.5–2.6 ms against 0.6–1.2 ms (interleaved, 60 samples each).
+ * 1.5–2.6 ms against 0.6–1.3 ms (interleaved, 60 samples each, four runs).
  */
 export const AFTER_REPLY_DELAY_MS = 20;
 
