@@ -159,10 +159,9 @@ export class Agent {
 
   async close(): Promise<void> {
     await this.queue.idle();
-    this.runAfterReply();
     for (const f of this.families) await f.close?.();
-    // Lines held over a thaw that happened just now (see setFrozen) are not lost.
-    if (!this.dispatcher.isFrozen()) this.logger.release();
+    // What waits for a reply runs now, after the families' own thaw: no held line is lost.
+    this.runAfterReply();
     this.logger.close();
   }
 }
