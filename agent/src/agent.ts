@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { AgentConfig } from './config/options.js';
 import type { AgentContext } from './context.js';
 import { commandFamilies } from './commands/index.js';
+import { errorText } from './errno.js';
 import { AgentLog, type AgentLogEvent } from './log.js';
 import { Dispatcher, type Outcome } from './qapi/dispatcher.js';
 import type { CommandFamily } from './qapi/types.js';
@@ -155,6 +156,25 @@ export class Agent {
    */
   async prepareStop(): Promise<void> {
     for (const f of this.families) await f.prepareStop?.();
+  }
+
+  /**
+   * After a bug (an uncaught exception), before the process ends: nothing
+   * asynchronous can be trusted any more, so the families undo synchronously
+   * what must not outlive the agent (fsfreeze thaws), then the error is logged.
+   */
+  crash(err: unknown): void {
+    for (const f of this.families) {
+      try {
+        f.crash?.();
+      } catch (e) {
+        this.log({ kind: 'warning', message: `while ending after an internal error: ${errorText(e)}` });
+      }
+    }
+    this.log({ kind: 'internal-error', error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+    // Released unless a filesystem is still frozen (a failed FITHAW): then the lines are lost, not blocked on.
+    this.runAfterReply();
+    this.logger.close();
   }
 
   async close(): Promise<void> {

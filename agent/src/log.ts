@@ -4,6 +4,7 @@ import { appendFileSync, openSync, closeSync } from 'node:fs';
 export type AgentLogEvent =
   | { kind: 'started'; version: string; method: string; path: string; frozen: boolean }
   | { kind: 'stopping'; reason: string }
+  | { kind: 'internal-error'; error: string }
   | { kind: 'client-connected' }
   | { kind: 'client-gone'; reason: string }
   | { kind: 'channel-waiting'; reason: string }
@@ -19,6 +20,7 @@ type Level = 'critical' | 'warning' | 'info' | 'debug';
 const LEVEL: Record<AgentLogEvent['kind'], Level> = {
   started: 'info',
   stopping: 'info',
+  'internal-error': 'critical',
   'client-connected': 'debug',
   'client-gone': 'debug',
   'channel-waiting': 'debug',
@@ -36,6 +38,8 @@ function text(e: AgentLogEvent): string {
       return `quiesce-agent ${e.version} listening (${e.method} ${e.path})${e.frozen ? ', in frozen mode' : ''}`;
     case 'stopping':
       return `stopping: ${e.reason}`;
+    case 'internal-error':
+      return `internal error, exiting: ${e.error}`;
     case 'client-connected':
       return 'client connected';
     case 'client-gone':

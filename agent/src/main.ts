@@ -103,6 +103,13 @@ async function run(config: AgentConfig): Promise<void> {
       process.exit(2);
   }
 
+  // A bug must not end the process with filesystems left frozen (Node's default would just exit).
+  const crash = (err: unknown): void => {
+    agent.crash(err);
+    process.exit(1);
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.on(signal, () => void stop(`received ${signal}`));
   }

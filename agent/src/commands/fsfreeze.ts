@@ -71,6 +71,7 @@ export async function fsfreezeCommands(ctx: AgentContext): Promise<FsfreezeFamil
     ],
     prepareStop: () => controller.close(),
     close: () => controller.close(),
+    crash: () => controller.crashThaw(),
   };
   const fsinfo: CommandFamily = {
     commands: [

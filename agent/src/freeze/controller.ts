@@ -32,7 +32,7 @@ export interface FreezeRecord {
   error?: string;
 }
 
-export type ThawReason = 'command' | 'watchdog' | 'stop' | 'rollback';
+export type ThawReason = 'command' | 'watchdog' | 'stop' | 'rollback' | 'crash';
 
 export interface FreezeControllerOptions {
   readonly statedir: string;
@@ -143,6 +143,19 @@ export class FreezeController {
     });
   }
 
+  /**
+   * After a bug (an uncaught exception) the process ends: thaw now, in this
+   * turn, past the lock, since whatever holds it will never finish. Thaw
+   * hooks are not run (they are asynchronous); the filesystems come first.
+   */
+  crashThaw(): void {
+    this.watchdog.disarm();
+    this.removeStaleMarker();
+    if (!this.opts.isFrozen()) return;
+    this.opts.log({ kind: 'warning', message: 'internal error while frozen: thawing before exiting' });
+    this.thawFilesystems('crash');
+  }
+
   private allowed(dir: string): boolean {
     return this.include === undefined || this.include.has(dir);
   }
@@ -246,8 +259,20 @@ export class FreezeController {
   }
 
   private doThaw(reason: ThawReason, hookScripts?: readonly string[]): MaybePromise<number> {
-    const { log, hooks, backend } = this.opts;
+    const { hooks } = this.opts;
     this.watchdog.disarm();
+    const count = this.thawFilesystems(reason);
+    // Without a hook path there is nothing to run: the thaw's reply can go out in this turn.
+    if (hookScripts === undefined && !hooks.configured) return count;
+    return hooks.thaw(hookScripts).then((err) => {
+      if (err) throw new QgaError(err.message);
+      return count;
+    });
+  }
+
+  /** FITHAW on every allowed mount, then the frozen state, the record and the marker. */
+  private thawFilesystems(reason: ThawReason): number {
+    const { log, backend } = this.opts;
     const mounts = this.readMounts();
     let count = 0;
     for (const m of mounts) {
@@ -273,12 +298,7 @@ export class FreezeController {
       if (reason === 'command') this.removeMarkerAfterReply();
       else this.removeMarker();
     }
-    // Without a hook path there is nothing to run: the thaw's reply can go out in this turn.
-    if (hookScripts === undefined && !hooks.configured) return count;
-    return hooks.thaw(hookScripts).then((err) => {
-      if (err) throw new QgaError(err.message);
-      return count;
-    });
+    return count;
   }
 
   /** A thaw command removes the marker once its reply is written; a freeze or a stop that comes first removes it itself. */

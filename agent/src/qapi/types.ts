@@ -37,4 +37,6 @@ export interface CommandFamily {
   prepareStop?(): void | Promise<void>;
   /** Releases what the family holds when the agent stops. */
   close?(): void | Promise<void>;
+  /** After a bug, the process about to end: undo at once, synchronously, what must not outlive it. */
+  crash?(): void;
 }

@@ -1,7 +1,8 @@
 // guest-fsfreeze-* against quiesce-agent processes on real ext4, xfs and btrfs loop mounts of the test's own.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -184,6 +185,58 @@ describe('guest-fsfreeze on loop mounts (quiesce-agent)', { skip: SKIP }, () => 
     } finally {
       w?.kill();
       await c.close();
+    }
+  });
+
+  test('an internal error (uncaught exception or rejection) while frozen thaws, logs it and exits 1', async () => {
+    // The fault comes from a preloaded script, so the bundle under test is the one that ships.
+    const dir = mkdtempSync(join(tmpdir(), 'quiesce-fault-'));
+    const preload = join(dir, 'fault.cjs');
+    writeFileSync(
+      preload,
+      "process.on('SIGUSR2', () => process.env.FAULT === 'reject'" +
+        " ? void Promise.reject(new Error('injected rejection')) : (() => { throw new Error('injected throw'); })());\n",
+    );
+    try {
+      for (const [fault, text] of [
+        ['throw', 'injected throw'],
+        ['reject', 'injected rejection'],
+      ] as const) {
+        const m = mounts[0]!;
+        const logfile = join(dir, `${fault}.log`);
+        const c = await ours(
+          [m.mnt],
+          inNs(mounts, { args: ['-l', logfile], env: { NODE_OPTIONS: `--require ${preload}`, FAULT: fault } }),
+        );
+        let w: PendingWrite | undefined;
+        try {
+          assert.equal(await c.ok('guest-fsfreeze-freeze'), 1);
+          w = startWrite(m);
+          await sleep(300);
+          assert.equal(w.finished(), false);
+          const exited = once(c.agent.child, 'exit');
+          c.agent.child.kill('SIGUSR2');
+          const [code] = (await Promise.race([exited, sleep(5000).then(() => ['timeout'])])) as [unknown];
+          assert.equal(code, 1, `${fault}: exits with status 1`);
+          assert.equal(
+            await Promise.race([w.done, sleep(5000).then(() => 'timeout')]),
+            0,
+            `${fault}: the write completes`,
+          );
+          assert.equal(existsSync(markerOf(c.agent.statedir)), false, `${fault}: marker removed`);
+          const log = readFileSync(logfile, 'utf8');
+          assert.match(
+            log,
+            /internal error while frozen: thawing before exiting[\s\S]*thawed 1 filesystem\(s\) \(crash\)/,
+          );
+          assert.match(log, new RegExp(`critical: internal error, exiting: Error: ${text}\\n\\s+at `));
+        } finally {
+          w?.kill();
+          await c.close();
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

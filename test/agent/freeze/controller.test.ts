@@ -359,6 +359,37 @@ describe('freeze controller', () => {
     assert.equal(markerThere(statedir), false);
   });
 
+  test('crashThaw() thaws in the caller turn past a held lock, without hooks, and removes the marker', async () => {
+    const r = rig({ include: ['/a', '/c'] });
+    assert.equal(await r.controller.freeze(), 2);
+    // A second freeze stuck in its hooks holds the lock while frozen.
+    r.hooks.freeze = () => new Promise<FreezePhase>(() => undefined);
+    void r.controller.freeze();
+    await sleep(10);
+    r.hooks.calls.length = 0;
+    r.controller.crashThaw();
+    assert.deepEqual(r.backend.frozen(), []);
+    assert.equal(r.controller.status(), 'thawed');
+    assert.equal(markerThere(r.statedir), false);
+    assert.deepEqual(r.hooks.calls, [], 'no hook runs');
+    assert.equal(r.controller.record?.thawed, 2);
+    const messages = r.events.map((e) => ('message' in e ? e.message : e.kind));
+    assert.ok(messages.includes('internal error while frozen: thawing before exiting'), messages.join('\n'));
+    assert.ok(messages.includes('thawed 2 filesystem(s) (crash)'), messages.join('\n'));
+  });
+
+  test('crashThaw() while thawed touches no filesystem but removes a marker still waiting for its reply', async () => {
+    const r = rig({ include: ['/a'] });
+    r.hooks.configured = false;
+    await r.controller.freeze();
+    assert.equal(r.controller.thaw(), 1);
+    assert.ok(markerThere(r.statedir));
+    r.backend.calls.length = 0;
+    r.controller.crashThaw();
+    assert.deepEqual(r.backend.calls, []);
+    assert.equal(markerThere(r.statedir), false);
+  });
+
   test('a thaw requested while a freeze is still running its hooks waits for it', async () => {
     const r = rig({ include: ['/a'] });
     let release!: () => void;
