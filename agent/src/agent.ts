@@ -140,7 +140,13 @@ export class Agent {
    */
   private afterReply(fn: () => void): void {
     if (this.afterReplyQueue.push(fn) > 1) return;
-    this.afterReplyTimer = setTimeout(() => this.runAfterReply(), AFTER_REPLY_DELAY_MS);
+    // The timer itself is made once this turn ends, which for a synchronous command is after its
+    // reply was written: setTimeout measured ~0.2 ms of the thaw's tail in the TCG guest.
+    // (A promise reaction: queueMicrotask's async-hooks bookkeeping cost as much as what it defers.)
+    void Promise.resolve().then(() => {
+      if (this.afterReplyQueue.length > 0 && this.afterReplyTimer === undefined)
+        this.afterReplyTimer = setTimeout(() => this.runAfterReply(), AFTER_REPLY_DELAY_MS);
+    });
   }
 
   private runAfterReply(): void {
