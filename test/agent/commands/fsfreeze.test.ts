@@ -11,11 +11,12 @@ import {
   loopMountSkipReason,
   runIn,
   startWrite,
-  type PendingWrite,
+  type LoopMount,
   useLoopMounts,
   writeCompletes,
 } from '../../helpers/loop-mounts.js';
 import {
+  type Client,
   enabledCommands,
   FREEZE_SAFE,
   frozenText,
@@ -33,6 +34,27 @@ describe('guest-fsfreeze on loop mounts (quiesce-agent)', { skip: SKIP }, () => 
   const mnts = (): string[] => mounts.map((m) => m.mnt);
   /** Agents run in the mounts' private namespace. */
   const agent = (include: readonly string[], args: string[] = []) => ours(include, inNs(mounts, { args }));
+  /**
+   * Freezes `m`, blocks a write on it and sends `signal`; once the agent is
+   * gone, checks that the write completed and the marker went, and returns the exit code.
+   */
+  const signalWhileFrozen = async (c: Client, m: LoopMount, signal: NodeJS.Signals): Promise<unknown> => {
+    assert.equal(await c.ok('guest-fsfreeze-freeze'), 1);
+    const w = startWrite(m);
+    try {
+      await sleep(300);
+      assert.equal(w.finished(), false);
+      const exited = once(c.agent.child, 'exit');
+      c.agent.child.kill(signal);
+      const [code] = (await Promise.race([exited, sleep(5000).then(() => ['timeout'])])) as [unknown];
+      const written = await Promise.race([w.done, sleep(5000).then(() => 'timeout')]);
+      assert.equal(written, 0, `${signal}: the blocked write completes`);
+      assert.equal(existsSync(markerOf(c.agent.statedir)), false, `${signal}: marker removed`);
+      return code;
+    } finally {
+      w.kill();
+    }
+  };
 
   test('freeze-list blocks a write+fsync on ext4, xfs and btrfs until the thaw releases it', async () => {
     const c = await agent(mnts());
@@ -166,24 +188,13 @@ describe('guest-fsfreeze on loop mounts (quiesce-agent)', { skip: SKIP }, () => 
     const m = mounts[1]!;
     const logfile = join(m.dir, 'sigterm.log');
     const c = await agent([m.mnt], ['-l', logfile]);
-    let w: PendingWrite | undefined;
     try {
-      assert.equal(await c.ok('guest-fsfreeze-freeze'), 1);
-      w = startWrite(m);
-      await sleep(300);
-      assert.equal(w.finished(), false);
-      const exited = once(c.agent.child, 'exit');
-      c.agent.child.kill('SIGTERM');
-      const [code] = (await Promise.race([exited, sleep(5000).then(() => ['timeout'])])) as [unknown];
-      assert.equal(code, 0, 'exits by itself, status 0');
-      assert.equal(await Promise.race([w.done, sleep(5000).then(() => 'timeout')]), 0, 'the blocked write completes');
-      assert.equal(existsSync(markerOf(c.agent.statedir)), false, 'marker removed');
+      assert.equal(await signalWhileFrozen(c, m, 'SIGTERM'), 0, 'exits by itself, status 0');
       assert.match(
         readFileSync(logfile, 'utf8'),
         /stopping while frozen: thawing first[\s\S]*thawed 1 filesystem\(s\) \(stop\)/,
       );
     } finally {
-      w?.kill();
       await c.close();
     }
   });
@@ -208,22 +219,8 @@ describe('guest-fsfreeze on loop mounts (quiesce-agent)', { skip: SKIP }, () => 
           [m.mnt],
           inNs(mounts, { args: ['-l', logfile], env: { NODE_OPTIONS: `--require ${preload}`, FAULT: fault } }),
         );
-        let w: PendingWrite | undefined;
         try {
-          assert.equal(await c.ok('guest-fsfreeze-freeze'), 1);
-          w = startWrite(m);
-          await sleep(300);
-          assert.equal(w.finished(), false);
-          const exited = once(c.agent.child, 'exit');
-          c.agent.child.kill('SIGUSR2');
-          const [code] = (await Promise.race([exited, sleep(5000).then(() => ['timeout'])])) as [unknown];
-          assert.equal(code, 1, `${fault}: exits with status 1`);
-          assert.equal(
-            await Promise.race([w.done, sleep(5000).then(() => 'timeout')]),
-            0,
-            `${fault}: the write completes`,
-          );
-          assert.equal(existsSync(markerOf(c.agent.statedir)), false, `${fault}: marker removed`);
+          assert.equal(await signalWhileFrozen(c, m, 'SIGUSR2'), 1, `${fault}: exits with status 1`);
           const log = readFileSync(logfile, 'utf8');
           assert.match(
             log,
@@ -231,7 +228,6 @@ describe('guest-fsfreeze on loop mounts (quiesce-agent)', { skip: SKIP }, () => 
           );
           assert.match(log, new RegExp(`critical: internal error, exiting: Error: ${text}\\n\\s+at `));
         } finally {
-          w?.kill();
           await c.close();
         }
       }
