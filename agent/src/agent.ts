@@ -178,7 +178,7 @@ export class Agent {
       }
     }
     this.log({ kind: 'internal-error', error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
-    // Released unless a filesystem is still frozen (a failed FITHAW): then the lines are lost, not blocked on.
+    // The held lines go out if the thaw ended frozen mode (as after any thaw, even one whose FITHAW failed).
     this.runAfterReply();
     this.logger.close();
   }

@@ -131,10 +131,7 @@ export class FreezeController {
   /** Stopping (signal, end of input): thaw first if frozen. */
   close(): Promise<void> {
     return this.lock.run(async () => {
-      this.watchdog.disarm();
-      this.removeStaleMarker();
-      if (!this.opts.isFrozen()) return;
-      this.opts.log({ kind: 'warning', message: 'stopping while frozen: thawing first' });
+      if (!this.leaving('stopping while frozen: thawing first')) return;
       try {
         await this.doThaw('stop');
       } catch (err) {
@@ -149,11 +146,16 @@ export class FreezeController {
    * hooks are not run (they are asynchronous); the filesystems come first.
    */
   crashThaw(): void {
+    if (this.leaving('internal error while frozen: thawing before exiting')) this.thawFilesystems('crash');
+  }
+
+  /** The agent is ending: no watchdog, no stale marker. True when frozen (logged with `why`): the caller thaws. */
+  private leaving(why: string): boolean {
     this.watchdog.disarm();
     this.removeStaleMarker();
-    if (!this.opts.isFrozen()) return;
-    this.opts.log({ kind: 'warning', message: 'internal error while frozen: thawing before exiting' });
-    this.thawFilesystems('crash');
+    if (!this.opts.isFrozen()) return false;
+    this.opts.log({ kind: 'warning', message: why });
+    return true;
   }
 
   private allowed(dir: string): boolean {

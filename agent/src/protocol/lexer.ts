@@ -150,8 +150,9 @@ export class JsonLexer {
     return this.state === S.Start && this.savedLen === 0;
   }
 
-  feed(buf: Uint8Array): void {
-    this.chunkText = undefined;
+  /** `text`: the chunk's latin1 text, when the caller has made it already. */
+  feed(buf: Uint8Array, text?: string): void {
+    this.chunkText = text;
     const n = buf.length;
     let i = 0;
     let start = 0; // first byte of the current token in this chunk

@@ -55,7 +55,7 @@ export class JsonStreamer {
     const known = this.memo.get(key);
     if (known !== undefined) return this.emit(known);
     const before = this.emitted;
-    this.lexer.feed(bytes);
+    this.lexer.feed(bytes, key);
     const message = this.last;
     if (this.emitted !== before + 1 || !this.atRest() || !message?.ok || !isBareRequest(message.value)) return;
     if (this.memo.size >= MEMO_ENTRIES) this.memo.delete(this.memo.keys().next().value!);
