@@ -1,12 +1,14 @@
 import { cosmiconfig } from 'cosmiconfig';
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import type { z } from 'zod';
 import { QuiesceError } from '../errors.js';
 import { configSchema, type ParsedConfig, type ParsedGuest } from './schema.js';
 import { unknownPlaceholders, usesPlaceholder } from './placeholders.js';
+import { localFreezeProblems } from './frozen-paths.js';
 import type { ResolvedConfig, ResolvedGuest, ResolvedJob, SnapshotConfig, Timeouts } from './types.js';
-import type { ConnectorSpec } from '../guest/connect.js';
+import { describeConnector, type ConnectorSpec } from '../guest/connect.js';
 
 /** A configuration problem: names the file and the key path. Nothing has touched a guest yet. */
 export class ConfigError extends QuiesceError {
@@ -62,7 +64,10 @@ export async function loadConfig(
   try {
     found = opts.file ? await explorer.load(opts.file) : await explorer.search(opts.cwd);
   } catch (err) {
-    throw new ConfigError(opts.file ?? 'configuration', [(err as Error).message.split('\n')[0]!]);
+    const file = (err as { filepath?: unknown }).filepath;
+    throw new ConfigError(typeof file === 'string' ? file : (opts.file ?? 'configuration'), [
+      describeLoadError(err, typeof file === 'string' ? file : undefined),
+    ]);
   }
   if (!found) {
     throw new ConfigError('configuration', [
@@ -81,7 +86,71 @@ export function resolveConfig(raw: unknown, source: string, env: NodeJS.ProcessE
   if (!parsed.success) throw new ConfigError(source, parsed.error.issues.map(describeIssue));
   const config = resolve(parsed.data, source, problems);
   if (problems.length) throw new ConfigError(source, problems);
+  // Last, as it reads the host's filesystems: a local guest must not freeze where quiesce writes.
+  for (const g of config.guests.values()) {
+    if (g.connector.kind !== 'local' || g.freeze === 'all') continue;
+    problems.push(
+      ...localFreezeProblems({
+        guest: g.name,
+        mountpoints: g.freeze,
+        stateDir: config.stateDir,
+        metricsFile: config.metricsFile,
+      }),
+    );
+  }
+  if (problems.length) throw new ConfigError(source, problems);
   return config;
+}
+
+/**
+ * Where and why a config file did not parse. cosmiconfig prefixes the parser's
+ * message with "YAML Error in FILE:" and a code frame; the line, column and
+ * reason are what a user needs.
+ */
+function describeLoadError(err: unknown, file: string | undefined): string {
+  const e = err as {
+    name?: string;
+    message?: string;
+    reason?: string;
+    mark?: { line: number; column: number; buffer?: string };
+  };
+  // js-yaml's YAMLException: 0-based mark, e.g. "duplicated mapping key".
+  if (e.name === 'YAMLException' && e.mark && e.reason)
+    return `line ${e.mark.line + 1}, column ${e.mark.column + 1}: ${e.reason}${quoteLine(e.mark.buffer, e.mark.line)}`;
+  // parse-json's JSONError keeps no position of its own: parse again for the engine's message.
+  if (e.name === 'JSONError' && file) {
+    const where = jsonSyntaxError(file);
+    if (where) return where;
+  }
+  return (e.message ?? String(err)).split('\n')[0]!;
+}
+
+function jsonSyntaxError(file: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    JSON.parse(text);
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) return undefined;
+    // Node 20: "Unexpected token } in JSON at position 19"; Node 22 adds " (line 1 column 20)".
+    const m = / in JSON at position (\d+)/.exec(err.message);
+    const reason = err.message.replace(/ in JSON at position \d+.*$/, '');
+    // No position ("Unexpected end of JSON input"): the end of the file.
+    const before = text.slice(0, m ? Number(m[1]) : text.length).split('\n');
+    return `line ${before.length}, column ${before.at(-1)!.length + 1}: ${reason}`;
+  }
+}
+
+/** ` ("the line")` of a 0-based line, so a duplicated key is named; nothing for an empty line. */
+function quoteLine(text: string | undefined, line: number): string {
+  const l = text?.split('\n')[line]?.trim();
+  if (!l) return '';
+  return ` (${JSON.stringify(l.length > 60 ? `${l.slice(0, 57)}...` : l)})`;
 }
 
 function keyPath(path: readonly (string | number)[]): string {
@@ -132,35 +201,7 @@ function resolve(c: ParsedConfig, source: string, problems: string[]): ResolvedC
   }
   const jobs = new Map<string, ResolvedJob>();
   for (const [name, j] of Object.entries(c.jobs)) {
-    const where = `jobs.${name}`;
-    const inGroups = new Map<string, number>();
-    j.groups.forEach((group, gi) => {
-      for (const member of group) {
-        if (inGroups.has(member))
-          problems.push(`${where}.groups[${gi}]: guest '${member}' is already in groups[${inGroups.get(member)}]`);
-        inGroups.set(member, gi);
-      }
-    });
-    const solo = j.guests.filter((g) => !inGroups.has(g));
-    for (const [i, g] of j.guests.entries()) {
-      if (!guests.has(g)) problems.push(`${where}.guests[${i}]: no guest named '${g}' under guests`);
-    }
-    j.groups.forEach((group, gi) =>
-      group.forEach((g, i) => {
-        if (!guests.has(g)) problems.push(`${where}.groups[${gi}][${i}]: no guest named '${g}' under guests`);
-      }),
-    );
-    if (solo.length === 0 && j.groups.length === 0) problems.push(`${where}: lists no guests and no groups`);
-    if (j.notify) checkArgv(j.notify, `${where}.notify`, problems);
-    jobs.set(name, {
-      name,
-      guests: [...new Set(solo)],
-      groups: j.groups,
-      concurrency: j.concurrency ?? d.concurrency ?? DEFAULTS.concurrency,
-      budgetMs: j.budget ?? d.budget ?? DEFAULTS.budgetMs,
-      failurePolicy: j.failurePolicy ?? d.failurePolicy ?? DEFAULTS.failurePolicy,
-      notify: j.notify,
-    });
+    jobs.set(name, resolveJob(name, j, d, guests, problems));
   }
   return {
     source,
@@ -170,6 +211,88 @@ function resolve(c: ParsedConfig, source: string, problems: string[]): ResolvedC
     guests,
     jobs,
   };
+}
+
+function resolveJob(
+  name: string,
+  j: ParsedConfig['jobs'][string],
+  d: NonNullable<ParsedConfig['defaults']>,
+  guests: ReadonlyMap<string, ResolvedGuest>,
+  problems: string[],
+): ResolvedJob {
+  const where = `jobs.${name}`;
+  const inGroups = new Map<string, number>();
+  j.groups.forEach((group, gi) => {
+    for (const member of group) {
+      if (inGroups.has(member))
+        problems.push(`${where}.groups[${gi}]: guest '${member}' is already in groups[${inGroups.get(member)}]`);
+      inGroups.set(member, gi);
+    }
+  });
+  j.guests.forEach((g, i) => {
+    const first = j.guests.indexOf(g);
+    if (first < i) problems.push(`${where}.guests[${i}]: guest '${g}' is listed twice (first at guests[${first}])`);
+    // It would be frozen twice in one run: alone, and with its group.
+    else if (inGroups.has(g))
+      problems.push(
+        `${where}.guests[${i}]: guest '${g}' is also in groups[${inGroups.get(g)}]: list it alone or in a group, not both`,
+      );
+    if (!guests.has(g)) problems.push(`${where}.guests[${i}]: no guest named '${g}' under guests`);
+  });
+  j.groups.forEach((group, gi) =>
+    group.forEach((g, i) => {
+      if (!guests.has(g)) problems.push(`${where}.groups[${gi}][${i}]: no guest named '${g}' under guests`);
+    }),
+  );
+  if (j.guests.length === 0 && j.groups.length === 0) problems.push(`${where}: lists no guests and no groups`);
+  checkSharedAddresses(where, j, guests, problems);
+  if (j.notify) checkArgv(j.notify, `${where}.notify`, problems);
+  return {
+    name,
+    guests: j.guests,
+    groups: j.groups,
+    concurrency: j.concurrency ?? d.concurrency ?? DEFAULTS.concurrency,
+    budgetMs: j.budget ?? d.budget ?? DEFAULTS.budgetMs,
+    failurePolicy: j.failurePolicy ?? d.failurePolicy ?? DEFAULTS.failurePolicy,
+    notify: j.notify,
+  };
+}
+
+/**
+ * One agent is one machine: two guests of a job on one address would freeze
+ * the same filesystems twice, and the second waits for the channel lock the
+ * first holds (in a group, while the first is frozen).
+ */
+function checkSharedAddresses(
+  where: string,
+  j: ParsedConfig['jobs'][string],
+  guests: ReadonlyMap<string, ResolvedGuest>,
+  problems: string[],
+): void {
+  const members: [string, string][] = [
+    ...j.guests.map((g, i): [string, string] => [g, `guests[${i}]`]),
+    ...j.groups.flatMap((group, gi) => group.map((g, i): [string, string] => [g, `groups[${gi}][${i}]`])),
+  ];
+  const byAddress = new Map<string, string>();
+  for (const [g, at] of members) {
+    const guest = guests.get(g);
+    if (!guest) continue;
+    const address = connectorKey(guest.connector);
+    const other = byAddress.get(address);
+    if (other === undefined) byAddress.set(address, g);
+    // The same guest listed twice is reported on its own.
+    else if (other !== g)
+      problems.push(
+        `${where}.${at}: guests '${other}' and '${g}' share one agent address (${describeConnector(guest.connector)}): one agent is one machine, so the second would wait on the first's channel lock or freeze its filesystems twice`,
+      );
+  }
+}
+
+/** describeConnector, with socket paths normalised: /run//a.sock and /run/a.sock are one socket. */
+function connectorKey(c: ConnectorSpec): string {
+  return c.kind === 'socket' && 'path' in c
+    ? describeConnector({ ...c, path: posix.normalize(c.path) })
+    : describeConnector(c);
 }
 
 function checkArgv(argv: readonly string[], where: string, problems: string[]): void {
@@ -223,6 +346,11 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
   if (g.prune)
     for (const bad of unknownPlaceholders(g.prune.match))
       problems.push(`${where}.prune.match: unknown placeholder {${bad}}`);
+  // "all" on this host includes the root filesystem quiesce itself runs from.
+  if (g.connector.type === 'local' && g.freeze === 'all')
+    problems.push(
+      `${where}.freeze: "all" is refused for a local connector: it would freeze every filesystem of this host, its root included; list the mountpoints to freeze`,
+    );
   const connector: ConnectorSpec =
     g.connector.type === 'socket'
       ? { kind: 'socket', path: g.connector.path }
@@ -241,7 +369,7 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
   return {
     name,
     connector,
-    freeze: g.freeze ?? 'all',
+    freeze: g.freeze,
     hooks: { pre: g.hooks?.pre ?? [], post: g.hooks?.post ?? [] },
     // The snapshot runs inside the frozen window: the job's budget bounds it anyway.
     snapshot: resolveSnapshot(g.snapshot, `${where}.snapshot`, guestStepMs, problems),

@@ -19,7 +19,12 @@ export const PLACEHOLDERS: readonly (keyof PlaceholderValues)[] = [
   'stateDir',
 ];
 
-const TOKEN = /\{\{|\}\}|\{([A-Za-z]+)\}/g;
+/**
+ * {{, }} or {name}. A name is any run of identifier characters, so {nope1} and
+ * {a_b} are reported as unknown instead of passing through literally; braces
+ * around anything else ({print $1}, {}, {1..3}) stay literal text.
+ */
+const TOKEN = /\{\{|\}\}|\{([A-Za-z0-9_]+)\}/g;
 
 /** Placeholder names used in a template that do not exist (`extra`: names valid only in this template). */
 export function unknownPlaceholders(template: string, extra: readonly string[] = []): string[] {
@@ -44,7 +49,8 @@ export function usesPlaceholder(template: string, name: string): boolean {
 export function fillExcept(template: string, values: PlaceholderValues, keep: readonly string[]): string {
   const escape = (s: string) => s.replace(/[{}]/g, (c) => c + c);
   return template.replace(TOKEN, (whole, key: string | undefined) => {
-    if (key === undefined || keep.includes(key)) return whole;
+    // An unknown name stays, as fillPlaceholders() leaves it (validation reports it first).
+    if (key === undefined || keep.includes(key) || !Object.hasOwn(values, key)) return whole;
     return escape(values[key as keyof PlaceholderValues]);
   });
 }
@@ -57,7 +63,8 @@ export function fillPlaceholders(
   return template.replace(TOKEN, (whole, key: string | undefined) => {
     if (whole === '{{') return '{';
     if (whole === '}}') return '}';
-    return (values as Readonly<Record<string, string>>)[key!] ?? whole;
+    // Own keys only: {constructor} is not a value.
+    return Object.hasOwn(values, key!) ? (values as Readonly<Record<string, string>>)[key!]! : whole;
   });
 }
 

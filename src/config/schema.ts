@@ -1,24 +1,70 @@
+import { posix } from 'node:path';
 import { z } from 'zod';
-import { parseDuration } from './duration.js';
+import { checkDuration, DURATION_FORMS, DURATION_RANGES, type DurationRange } from './duration.js';
 
-/** Milliseconds from "10s" / 10 / "500ms". */
-const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === undefined) {
-    ctx.addIssue({
-      code: z.ZodIssueCode.custom,
-      message: `not a duration: ${JSON.stringify(v)} (use seconds or "500ms", "10s", "2m")`,
+/**
+ * Milliseconds from "10s" / 10 / "500ms", within `range`: a zero budget, a
+ * 1e300 s timeout or "1000h" is refused here, before any guest is touched.
+ */
+export function durationIn(range: DurationRange) {
+  return z
+    .union([z.number(), z.string()], {
+      errorMap: (_issue, ctx) => ({ message: `not a duration: ${JSON.stringify(ctx.data)} (${DURATION_FORMS})` }),
+    })
+    .transform((v, ctx) => {
+      const r = checkDuration(v, range);
+      if ('problem' in r) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: r.problem });
+        return z.NEVER;
+      }
+      return r.ms;
     });
-    return z.NEVER;
-  }
-  return ms;
-});
+}
+
+const budget = durationIn(DURATION_RANGES.budget);
+const agentTimeout = durationIn(DURATION_RANGES.agent);
+const stepTimeout = durationIn(DURATION_RANGES.step);
 
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'names use letters, digits, ".", "_" and "-"');
 const argv = z.array(z.string()).min(1, 'an argv list needs at least the program');
 const absPath = z.string().startsWith('/', 'must be an absolute path');
 
-const step = z.object({ argv, timeout: duration.optional() }).strict();
+const step = z.object({ argv, timeout: stepTimeout.optional() }).strict();
+
+// "/var/" and "/var" are one mountpoint.
+const samePath = (p: string) => posix.normalize(p).replace(/(.)\/+$/, '$1');
+
+/** Mountpoints to freeze, or "all" (every freezable filesystem the agent sees). Required: "all" is a choice, not a default. */
+const freeze = z.union(
+  [
+    z.literal('all'),
+    z
+      .array(absPath)
+      .min(1, 'list at least one mountpoint, or say "all"')
+      .superRefine((list, ctx) => {
+        const seen = new Map<string, number>();
+        list.forEach((m, i) => {
+          const first = seen.get(samePath(m));
+          if (first === undefined) seen.set(samePath(m), i);
+          // The agent would freeze it twice: the second FIFREEZE fails with EBUSY.
+          else
+            ctx.addIssue({
+              code: z.ZodIssueCode.custom,
+              path: [i],
+              message: `${m} is listed twice (first at freeze[${first}])`,
+            });
+        });
+      }),
+  ],
+  {
+    errorMap: (_issue, ctx) => ({
+      message:
+        ctx.data === undefined
+          ? 'required: list the mountpoints to freeze, or "all"'
+          : `must be "all" or a list of absolute mountpoints (got ${JSON.stringify(ctx.data)})`,
+    }),
+  },
+);
 
 const connector = z.discriminatedUnion('type', [
   z.object({ type: z.literal('socket'), path: absPath }).strict(),
@@ -28,7 +74,7 @@ const connector = z.discriminatedUnion('type', [
 ]);
 
 const snapshot = z.discriminatedUnion('provider', [
-  z.object({ provider: z.literal('command'), argv, timeout: duration.optional() }).strict(),
+  z.object({ provider: z.literal('command'), argv, timeout: stepTimeout.optional() }).strict(),
   z
     .object({
       provider: z.literal('qmp'),
@@ -53,7 +99,7 @@ const snapshot = z.discriminatedUnion('provider', [
       target: absPath,
       format: z.enum(['raw', 'qcow2']).optional(),
       /** How long the copy may take after the thaw. */
-      timeout: duration.optional(),
+      timeout: stepTimeout.optional(),
     })
     .strict(),
 ]);
@@ -74,19 +120,18 @@ const prune = z
 
 const timeouts = z
   .object({
-    connect: duration.optional(),
-    freeze: duration.optional(),
-    thaw: duration.optional(),
-    command: duration.optional(),
-    step: duration.optional(),
+    connect: agentTimeout.optional(),
+    freeze: agentTimeout.optional(),
+    thaw: agentTimeout.optional(),
+    command: agentTimeout.optional(),
+    step: stepTimeout.optional(),
   })
   .strict();
 
 export const guestSchema = z
   .object({
     connector,
-    /** Mountpoints to freeze, or "all" (every freezable filesystem the agent sees). */
-    freeze: z.union([z.literal('all'), z.array(absPath).min(1)]).optional(),
+    freeze,
     hooks: z
       .object({ pre: z.array(argv).optional(), post: z.array(argv).optional() })
       .strict()
@@ -106,7 +151,7 @@ export const jobSchema = z
     /** Guests frozen together: freeze all, snapshot all, thaw all. */
     groups: z.array(z.array(name).min(2, 'a consistency group has at least two guests')).default([]),
     concurrency: z.number().int().min(1).max(1024).optional(),
-    budget: duration.optional(),
+    budget: budget.optional(),
     failurePolicy: z.enum(['fail', 'crash-consistent']).optional(),
     notify: argv.optional(),
   })
@@ -117,10 +162,10 @@ export const configSchema = z
     stateDir: absPath.optional(),
     metricsFile: absPath.optional(),
     /** How long a run waits for another run of the same job to finish (default: fail at once). */
-    lockWait: duration.optional(),
+    lockWait: durationIn(DURATION_RANGES.lockWait).optional(),
     defaults: z
       .object({
-        budget: duration.optional(),
+        budget: budget.optional(),
         concurrency: z.number().int().min(1).max(1024).optional(),
         failurePolicy: z.enum(['fail', 'crash-consistent']).optional(),
         timeouts: timeouts.optional(),

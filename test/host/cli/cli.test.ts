@@ -96,7 +96,11 @@ describe(
         file,
         JSON.stringify({
           guests: {
-            a: { connector: { type: 'socket', path: 'rel.sock' }, snapshot: { provider: 'command', argv: ['true'] } },
+            a: {
+              connector: { type: 'socket', path: 'rel.sock' },
+              freeze: 'all',
+              snapshot: { provider: 'command', argv: ['true'] },
+            },
           },
         }),
       );
