@@ -19,7 +19,11 @@ export type ErrorCode =
   /** QEMU's monitor (QMP) answered a command with an error. */
   | 'QMP_ERROR'
   /** A QEMU block job (a backup copy) failed, was cancelled or did not finish in time. */
-  | 'BLOCK_JOB_FAILED';
+  | 'BLOCK_JOB_FAILED'
+  /** The journal record could not be made durable: nothing is frozen without one. */
+  | 'JOURNAL'
+  /** The run report or the metrics file could not be written. */
+  | 'REPORT_WRITE';
 
 /** The one error base of the host: a stable `code`, the guest it concerns, and the underlying `cause`. */
 export class QuiesceError extends Error {

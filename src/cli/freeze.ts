@@ -1,5 +1,6 @@
-import { runInWindow } from '../workflow/command.js';
+import { runProcess } from '../process/run.js';
 import { QuiesceError } from '../errors.js';
+import { localFreezeProblems } from '../config/frozen-paths.js';
 import { describeConnector, type ConnectorSpec } from '../guest/connect.js';
 import { DEFAULTS } from '../config/load.js';
 import type { ResolvedConfig } from '../config/types.js';
@@ -50,6 +51,15 @@ export async function freezeAndRun(
     freeze = o.mountpoint?.length ? o.mountpoint : base.freeze;
   }
   const name = o.guest ?? 'local';
+  if (freeze !== 'all') {
+    const twice = freeze.find((m, i) => freeze.indexOf(m) !== i);
+    if (twice) throw usage(`--mountpoint: ${twice} is listed twice`);
+  }
+  if (connector.kind === 'local' && freeze !== 'all') {
+    // The journal is written while the window opens: never on a filesystem this command freezes.
+    const problems = localFreezeProblems({ guest: name, mountpoints: freeze, stateDir: o.stateDir });
+    if (problems.length) throw usage(problems.join('; '));
+  }
   const budgetMs = o.budgetMs ?? DEFAULTS.budgetMs;
   const g: GuestPlan = {
     name,
@@ -65,7 +75,8 @@ export async function freezeAndRun(
     prune: undefined,
     postHooks: [],
   };
-  const run = new GuestRun(g, name, ctx.log, defaultAgentFactory, 0);
+  const runId = newRunId(new Date());
+  const run = new GuestRun(g, name, ctx.log, defaultAgentFactory, 0, runId);
   const signals = new SignalGuard(ctx.log).install();
   let cmdStatus: number | undefined;
   try {
@@ -79,7 +90,7 @@ export async function freezeAndRun(
       name,
       [run],
       {
-        runId: newRunId(new Date()),
+        runId,
         job: 'freeze',
         budgetMs,
         journal: new Journal(o.stateDir),
@@ -88,7 +99,7 @@ export async function freezeAndRun(
         onWindow: ctx.onWindow,
       },
       async (m, signal) => {
-        const r = await runInWindow(cmd, {
+        const r = await runProcess(cmd, {
           timeoutMs: budgetMs,
           signal,
           guest: name,
@@ -97,7 +108,7 @@ export async function freezeAndRun(
           stdio: 'inherit',
         });
         if (r.exitCode !== undefined && !r.cancelled && !r.timedOut) cmdStatus = r.exitCode;
-        else m.result.errors.push(r.error ?? 'the command failed');
+        else m.addError(r.cancelled ? 'INTERRUPTED' : 'STEP_FAILED', r.error ?? 'the command failed', 'command');
       },
     );
     const code = freezeExitCode(run, outcome.budgetExceeded, signals.exitCode(), cmdStatus);
@@ -121,7 +132,8 @@ function freezeExitCode(
   signalExit: number | undefined,
   cmdStatus: number | undefined,
 ): number {
-  if (run.result.thawProven === false) return EXIT.THAW_UNPROVEN;
+  if (run.result.thawProven === false || run.result.errors.some((e) => e.code === 'THAW_UNPROVEN'))
+    return EXIT.THAW_UNPROVEN;
   if (signalExit !== undefined) return signalExit;
   if (!run.freezeAttempted || budgetExceeded || cmdStatus === undefined) return EXIT.FAILED;
   return cmdStatus;

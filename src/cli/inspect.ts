@@ -2,11 +2,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { QuiesceError } from '../errors.js';
 import { isEnabled, hasWatchdog, parseCapabilities } from '../guest/capabilities.js';
-import { guestAgent } from '../guest/connect.js';
+import { describeConnector, guestAgent } from '../guest/connect.js';
 import { acquireGuestLock } from '../guest/lock.js';
 import type { ResolvedConfig, ResolvedGuest } from '../config/types.js';
 import { Journal, ownerAlive } from '../workflow/journal.js';
-import { thawGuest } from '../workflow/recover.js';
+import { emergencyThaw } from '../workflow/emergency.js';
+import { processInfo } from '../process/pid.js';
 import type { RunReport } from '../workflow/results.js';
 import { EXIT } from '../report/exit-codes.js';
 import type { CliContext } from './context.js';
@@ -61,7 +62,7 @@ export async function doctor(ctx: CliContext, config: ResolvedConfig, names: rea
 }
 
 async function checkGuest(ctx: CliContext, g: ResolvedGuest): Promise<DoctorResult> {
-  const r: DoctorResult = { guest: g.name, address: describe(g), ok: false, reachable: false };
+  const r: DoctorResult = { guest: g.name, address: describeConnector(g.connector), ok: false, reachable: false };
   let lock;
   try {
     lock = await acquireGuestLock(r.address, 0);
@@ -101,27 +102,20 @@ async function checkGuest(ctx: CliContext, g: ResolvedGuest): Promise<DoctorResu
   return r;
 }
 
-function describe(g: ResolvedGuest): string {
-  const c = g.connector;
-  return c.kind === 'socket'
-    ? 'path' in c
-      ? `unix:${c.path}`
-      : `tcp:${c.host}:${c.port}`
-    : c.kind === 'local'
-      ? 'local'
-      : `libvirt:${c.uri ?? 'default'}/${c.domain}`;
-}
-
 /** `quiesce status`: who is frozen (journal and live status) and the last run. */
 export async function status(ctx: CliContext, config: ResolvedConfig): Promise<number> {
   const { records, unreadable } = new Journal(config.stateDir).list();
-  const journal = records.map((r) => ({
-    guest: r.guest,
-    runId: r.runId,
-    pid: r.pid,
-    ownerRunning: ownerAlive(r),
-    since: r.startedAt,
-  }));
+  const journal = records.map((r) => {
+    const running = ownerAlive(r);
+    return {
+      guest: r.guest,
+      runId: r.runId,
+      pid: r.pid,
+      ownerRunning: running,
+      ownerStopped: running && processInfo(r.pid)?.state === 'T',
+      since: r.startedAt,
+    };
+  });
   const live = await Promise.all(
     [...config.guests.values()].map(async (g) => {
       const agent = guestAgent(g.connector, { maxReplyBytes: g.maxReplyBytes });
@@ -146,7 +140,7 @@ export async function status(ctx: CliContext, config: ResolvedConfig): Promise<n
   const lines = live.map((l) => `  ${l.status.padEnd(11)} ${l.guest}${'error' in l ? ` (${l.error})` : ''}`);
   for (const j of journal)
     lines.push(
-      `  journal: ${j.guest} frozen by run ${j.runId} (pid ${j.pid}, ${j.ownerRunning ? 'still running' : 'gone — quiesce recover will thaw it'})`,
+      `  journal: ${j.guest} frozen by run ${j.runId} (pid ${j.pid}, ${j.ownerRunning ? `still running${j.ownerStopped ? ', STOPPED' : ''}: quiesce thaw ${j.guest} --force takes over` : 'gone, and recovery could not thaw it: quiesce thaw ' + j.guest}, since ${j.since})`,
     );
   for (const u of unreadable) lines.push(`  journal: unreadable record ${u}`);
   lines.push(
@@ -155,21 +149,34 @@ export async function status(ctx: CliContext, config: ResolvedConfig): Promise<n
       : 'last run: none recorded',
   );
   ctx.print({ guests: live, journal, unreadable, lastRun: last ?? null }, `${lines.join('\n')}\n`);
-  return live.some((l) => l.status === 'frozen') ? EXIT.PARTIAL : EXIT.OK;
+  // Recovery ran before this command: a dead owner's record still here is a guest it could not thaw.
+  if (journal.some((j) => !j.ownerRunning) || unreadable.length) return EXIT.THAW_UNPROVEN;
+  return live.some((l) => l.status === 'frozen') || journal.length ? EXIT.PARTIAL : EXIT.OK;
 }
 
-/** `quiesce thaw GUEST`: the emergency brake. */
-export async function thaw(ctx: CliContext, config: ResolvedConfig, name: string): Promise<number> {
+/** `quiesce thaw GUEST [--force]`: the emergency brake (workflow/emergency.ts). */
+export async function thaw(ctx: CliContext, config: ResolvedConfig, name: string, force: boolean): Promise<number> {
   const g = guestsNamed(config, [name])[0]!;
-  const agent = guestAgent(g.connector, { maxReplyBytes: g.maxReplyBytes, onEvent: ctx.log });
-  try {
-    const n = await thawGuest(agent, g.name, ctx.log, g.timeouts.thawMs);
-    ctx.print({ guest: g.name, thawed: n, status: 'thawed' }, `${g.name}: thawed ${n} filesystem(s); status thawed\n`);
+  const r = await emergencyThaw(g, {
+    stateDir: config.stateDir,
+    log: ctx.log,
+    force,
+    agent: (x) => guestAgent(x.connector, { maxReplyBytes: x.maxReplyBytes, onEvent: ctx.log }),
+  });
+  const took = r.tookOverFrom
+    ? `took over from pid ${r.tookOverFrom.pid} (${r.tookOverFrom.command}${r.tookOverFrom.killed ? ', SIGKILLed after it did not exit' : ', exited on SIGTERM'}); `
+    : '';
+  const json = {
+    guest: g.name,
+    proven: r.outcome.proven,
+    thawed: r.outcome.thawed ?? null,
+    ...(r.tookOverFrom ? { tookOverFrom: r.tookOverFrom } : {}),
+    ...(r.outcome.error ? { error: r.outcome.error.message } : {}),
+  };
+  if (r.outcome.proven) {
+    ctx.print(json, `${g.name}: ${took}thawed ${r.outcome.thawed ?? 0} filesystem(s); status thawed\n`);
     return EXIT.OK;
-  } catch (err) {
-    ctx.print({ guest: g.name, error: (err as Error).message }, `${g.name}: THAW FAILED: ${(err as Error).message}\n`);
-    return EXIT.THAW_UNPROVEN;
-  } finally {
-    await agent.close().catch(() => undefined);
   }
+  ctx.print(json, `${g.name}: ${took}THAW FAILED: ${r.outcome.error?.message ?? 'not proven'}\n`);
+  return EXIT.THAW_UNPROVEN;
 }

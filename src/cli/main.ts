@@ -1,7 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
-import { QuiesceError } from '../errors.js';
 import { defaultStateDir } from '../config/load.js';
-import { parseDuration } from '../config/duration.js';
+import { MAX_BUDGET_MS, MAX_WAIT_MS, parseCliDuration } from '../config/duration.js';
 import { EXIT, exitCodeForError, exitTableText } from '../report/exit-codes.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { pruneJob, runJob, showPlan } from './run.js';
@@ -33,18 +32,24 @@ export async function main(argv: readonly string[]): Promise<number> {
   program
     .command('run [job]')
     .description('run a job: for each guest connect, preflight, freeze, snapshot, thaw (proven), backup, verify, prune')
-    .option('--wait <seconds>', 'wait this long for another run of the job to finish instead of failing', Number)
+    .option(
+      '--wait <duration>',
+      'wait this long for another run of the job to finish instead of failing (30, "30s", "2m")',
+    )
     .option('--metrics-file <path>', 'write Prometheus textfile metrics here (node_exporter textfile collector)')
     .option('--demo', 'run the embedded demo job on a loop-mounted ext4 image (needs root; no config file)')
     .action(
-      async (job: string | undefined, o: { wait?: number; metricsFile?: string; demo?: boolean }, cmd: Command) => {
+      async (job: string | undefined, o: { wait?: string; metricsFile?: string; demo?: boolean }, cmd: Command) => {
         const ctx = ctxOf(cmd);
+        // Checked before anything else: bad input touches nothing.
+        const waitMs =
+          o.wait === undefined ? undefined : parseCliDuration('--wait', o.wait, { min: 0, max: MAX_WAIT_MS });
         if (o.demo) {
           code = await runDemo(ctx);
           return;
         }
         code = await runJob(ctx, await ctx.loadConfig(), job, {
-          ...(o.wait !== undefined ? { wait: o.wait } : {}),
+          ...(waitMs !== undefined ? { waitMs } : {}),
           ...(o.metricsFile ? { metricsFile: o.metricsFile } : {}),
         });
       },
@@ -103,10 +108,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       ) => {
         const ctx = ctxOf(cmd);
         const globals = cmd.optsWithGlobals<GlobalOptions>();
+        const budgetMs =
+          o.budget === undefined ? undefined : parseCliDuration('--budget', o.budget, { min: 1, max: MAX_BUDGET_MS });
         const config = o.guest || globals.config ? await ctx.loadConfig() : undefined;
-        const budgetMs = o.budget === undefined ? undefined : parseDuration(o.budget);
-        if (o.budget !== undefined && budgetMs === undefined)
-          throw new QuiesceError('CONFIG', `--budget: not a duration: ${o.budget}`);
         code = await freezeAndRun(ctx, config, cmdArgs, {
           ...(o.guest ? { guest: o.guest } : {}),
           ...(o.local ? { local: true } : {}),
@@ -119,11 +123,14 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   program
     .command('thaw <guest>')
-    .description('emergency: thaw a guest now and prove it')
-    .action(async (guest: string, _o: unknown, cmd: Command) => {
+    .description(
+      "emergency: thaw a guest now and prove it; refuses at once, naming the owner, while another quiesce process holds the guest's channel",
+    )
+    .option('--force', 'terminate the quiesce process holding the channel (SIGTERM, SIGKILL after 2 s), then thaw')
+    .action(async (guest: string, o: { force?: boolean }, cmd: Command) => {
       const ctx = ctxOf(cmd);
       const config = await ctx.loadConfig();
-      code = await thaw(ctx, config, guest);
+      code = await thaw(ctx, config, guest, o.force === true);
     });
 
   program
@@ -135,11 +142,18 @@ export async function main(argv: readonly string[]): Promise<number> {
       const results = await ctx.recover(config.stateDir);
       const text = results.length
         ? results
-            .map((r) => `${r.guest} (run ${r.runId}): ${r.ok ? `thawed ${r.thawed}` : `FAILED: ${r.error}`}`)
+            .map(
+              (r) =>
+                `${r.guest} (run ${r.runId}): ${r.ok ? `thawed ${r.thawed}` : r.busy ? `NOT TOUCHED: ${r.error}` : `FAILED: ${r.error}`}`,
+            )
             .join('\n')
         : 'nothing to recover';
       ctx.print(results, `${text}\n`);
-      code = results.some((r) => !r.ok) ? EXIT.THAW_UNPROVEN : EXIT.OK;
+      code = results.some((r) => !r.ok && !r.busy)
+        ? EXIT.THAW_UNPROVEN
+        : results.some((r) => r.busy)
+          ? EXIT.LOCKED
+          : EXIT.OK;
     });
 
   try {

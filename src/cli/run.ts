@@ -9,10 +9,55 @@ import { pickJob, type CliContext } from './context.js';
 import { prune } from '../workflow/prune.js';
 import { fillPlaceholders, timeValues } from '../config/placeholders.js';
 import { formatReport } from './summary.js';
+import { exitCodeFor } from '../report/exit-codes.js';
+import type { RunReport } from '../workflow/results.js';
 
 export interface RunOptions {
-  readonly wait?: number;
+  /** How long to wait for another run of the job (default: the config's lockWait). */
+  readonly waitMs?: number;
   readonly metricsFile?: string;
+}
+
+/**
+ * Writes the metrics, then the report, so that both carry the exit code the
+ * process returns: a write failure is recorded in the report (REPORT_WRITE,
+ * exit 3 at least) and never hides a worse code (5 or a signal's).
+ */
+function writeOutputs(
+  ctx: CliContext,
+  report: RunReport,
+  stateDir: string,
+  metrics: string | undefined,
+  recompute: () => number,
+): { file: string | undefined; exitCode: number } {
+  const failed = (what: string, err: unknown): void => {
+    const message = `cannot write the ${what}: ${(err as Error).message}`;
+    report.errors.push({ code: 'REPORT_WRITE', message });
+    ctx.log({ kind: 'error', message });
+    report.exitCode = recompute();
+  };
+  if (metrics) {
+    try {
+      writeMetrics(metrics, report);
+    } catch (err) {
+      failed(`metrics file ${metrics}`, err);
+    }
+  }
+  try {
+    return { file: writeReport(stateDir, report), exitCode: report.exitCode };
+  } catch (err) {
+    const before = report.exitCode;
+    failed(`run report in ${stateDir}`, err);
+    // The metrics said the code before this failure; make them agree with the exit status.
+    if (metrics && report.exitCode !== before) {
+      try {
+        writeMetrics(metrics, report);
+      } catch {
+        // Reported above already.
+      }
+    }
+    return { file: undefined, exitCode: report.exitCode };
+  }
 }
 
 /** `quiesce run [JOB]`: plan, lock the job, recover, execute, report. Returns the exit code. */
@@ -26,18 +71,19 @@ export async function runJob(
   const now = new Date();
   const p = plan(config, job, { runId: newRunId(now), now });
   const lock = await acquireLock(`job:${config.stateDir}:${job}`, {
-    waitMs: opts.wait !== undefined ? opts.wait * 1000 : config.lockWaitMs,
+    waitMs: opts.waitMs ?? config.lockWaitMs,
     what: `job ${job}`,
+    runId: p.runId,
   });
   const signals = new SignalGuard(ctx.log).install();
   try {
     const recovered = await ctx.recover(config.stateDir);
     const report = await execute(p, { log: ctx.log, signals, recovered, lockWaitMs: 0, onWindow: ctx.onWindow });
-    const file = writeReport(config.stateDir, report);
-    const metrics = opts.metricsFile ?? config.metricsFile;
-    if (metrics) writeMetrics(metrics, report);
+    const { file, exitCode } = writeOutputs(ctx, report, config.stateDir, opts.metricsFile ?? config.metricsFile, () =>
+      exitCodeFor(report, signals.exitCode()),
+    );
     ctx.print(report, formatReport(report, file));
-    return report.exitCode;
+    return exitCode;
   } finally {
     signals.uninstall();
     await lock.release();

@@ -1,5 +1,5 @@
-import { QuiesceError } from '../errors.js';
-import type { RunReport } from '../workflow/results.js';
+import { QuiesceError, type ErrorCode } from '../errors.js';
+import type { RunError, RunReport } from '../workflow/results.js';
 
 /** Every exit status of the CLI, in one table (README and --help print it). */
 export const EXIT = {
@@ -20,11 +20,14 @@ export const EXIT_TABLE: readonly [number, string][] = [
   [EXIT.OK, 'success: every guest snapshotted, every thaw proven'],
   [EXIT.PARTIAL, 'partial failure: some guests failed, every frozen guest was thawed'],
   [EXIT.CONFIG, 'config or usage error: nothing was touched'],
-  [EXIT.FAILED, 'total failure: every guest failed (or the command failed), every frozen guest was thawed'],
+  [
+    EXIT.FAILED,
+    'total failure: every guest failed (or the command, the report or the metrics write failed), every frozen guest was thawed',
+  ],
   [EXIT.LOCKED, 'lock held: another run of this job (or of this guest) is in progress'],
   [
     EXIT.THAW_UNPROVEN,
-    'a thaw could not be proven: a guest may still be frozen (quiesce thaw GUEST / quiesce recover)',
+    'a thaw could not be proven: a guest may still be frozen (quiesce thaw GUEST / quiesce recover); wins over every other code',
   ],
   [130, 'interrupted by SIGINT (143: SIGTERM, 129: SIGHUP) after thawing everything'],
 ];
@@ -33,15 +36,39 @@ export function exitTableText(): string {
   return EXIT_TABLE.map(([code, text]) => `  ${String(code).padStart(3)}  ${text}`).join('\n');
 }
 
+/**
+ * How bad an exit code is: 5 (a guest may be frozen) above a signal's
+ * 128+n, above 4, 3, 2, 1, 0. When two outcomes meet, the worse one wins.
+ */
+function severity(code: number): number {
+  if (code === EXIT.THAW_UNPROVEN) return 100;
+  if (code >= 128) return 90;
+  return code;
+}
+
+export function worseExit(a: number, b: number): number {
+  return severity(b) > severity(a) ? b : a;
+}
+
+const onlyCode = (errors: readonly RunError[], code: ErrorCode): boolean =>
+  errors.length > 0 && errors.every((e) => e.code === code);
+
+/** The run's exit code, from typed error codes only (never from message text). */
 export function exitCodeFor(report: RunReport, signalExit: number | undefined): number {
-  if (report.guests.some((g) => g.thawProven === false) || report.recovered.some((r) => !r.ok))
+  if (
+    report.guests.some((g) => g.thawProven === false || g.errors.some((e) => e.code === 'THAW_UNPROVEN')) ||
+    report.recovered.some((r) => !r.ok && !r.busy)
+  )
     return EXIT.THAW_UNPROVEN;
   if (signalExit !== undefined) return signalExit;
   const ok = report.guests.filter((g) => g.ok).length;
-  if (ok === report.guests.length) return EXIT.OK;
-  if (report.guests.some((g) => g.errors.some((e) => e.includes('in use by another quiesce process'))) && ok === 0)
-    return EXIT.LOCKED;
-  return ok === 0 ? EXIT.FAILED : EXIT.PARTIAL;
+  let code: number;
+  if (ok === report.guests.length) code = EXIT.OK;
+  else if (ok === 0 && report.guests.every((g) => onlyCode(g.errors, 'LOCKED'))) code = EXIT.LOCKED;
+  else code = ok === 0 ? EXIT.FAILED : EXIT.PARTIAL;
+  // A report or metrics write failure is a failure of the run, and never hides a worse code.
+  if (report.errors.length) code = worseExit(code, EXIT.FAILED);
+  return code;
 }
 
 export function exitCodeForError(err: unknown): number {

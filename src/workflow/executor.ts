@@ -1,13 +1,14 @@
+import { QuiesceError } from '../errors.js';
 import type { Log } from '../log/logger.js';
-import { defaultAgentFactory, GuestRun, type AgentFactory } from './guest-run.js';
+import { runProcess } from '../process/run.js';
+import { exitCodeFor } from '../report/exit-codes.js';
 import { freezeGuard } from './freeze-guard.js';
+import { defaultAgentFactory, GuestRun, type AgentFactory } from './guest-run.js';
 import { Journal } from './journal.js';
 import type { Plan, UnitPlan } from './plan.js';
 import { prune } from './prune.js';
 import type { GuestResult, RecoveryResult, RunReport, UnitResult } from './results.js';
 import type { SignalGuard } from './signals.js';
-import { runCommand } from './command.js';
-import { exitCodeFor } from '../report/exit-codes.js';
 
 export interface RunDeps {
   readonly log: Log;
@@ -33,6 +34,7 @@ export async function execute(plan: Plan, deps: RunDeps): Promise<RunReport> {
     durationMs: 0,
     exitCode: 0,
     recovered: deps.recovered ?? [],
+    errors: [],
     units: [],
     guests: [],
   };
@@ -44,18 +46,32 @@ export async function execute(plan: Plan, deps: RunDeps): Promise<RunReport> {
     guests: plan.units.reduce((n, u) => n + u.guests.length, 0),
   });
 
-  const queue = [...plan.units];
-  const worker = async (): Promise<void> => {
-    for (let u = queue.shift(); u; u = queue.shift()) {
-      const { unit, guests } = await runUnit(u, plan, { ...deps, journal });
-      report.units.push(unit);
-      report.guests.push(...guests);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(plan.concurrency, plan.units.length) }, worker));
+  // One controller for every step after the thaw: a signal stops the running step's process group at once.
+  const stop = new AbortController();
+  deps.signals.register(stop);
+  try {
+    const queue = [...plan.units];
+    const worker = async (): Promise<void> => {
+      for (let u = queue.shift(); u; u = queue.shift()) {
+        const { unit, guests } = await runUnit(u, plan, { ...deps, journal }, stop.signal);
+        report.units.push(unit);
+        report.guests.push(...guests);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(plan.concurrency, plan.units.length) }, worker));
 
-  if (plan.notify && !deps.signals.received) {
-    await runCommand(plan.notify.argv, { timeoutMs: plan.notify.timeoutMs, guest: '-', step: 'notify', log: deps.log });
+    if (plan.notify && !deps.signals.received) {
+      const r = await runProcess(plan.notify.argv, {
+        timeoutMs: plan.notify.timeoutMs,
+        signal: stop.signal,
+        guest: '-',
+        step: 'notify',
+        log: deps.log,
+      });
+      if (!r.ok) deps.log({ kind: 'warning', message: `notify: ${r.error}` });
+    }
+  } finally {
+    deps.signals.unregister(stop);
   }
   const endedAt = new Date();
   report.endedAt = endedAt.toISOString();
@@ -74,25 +90,31 @@ export async function execute(plan: Plan, deps: RunDeps): Promise<RunReport> {
   return report;
 }
 
+function interrupted(signals: SignalGuard, what: string): QuiesceError {
+  return new QuiesceError('INTERRUPTED', `${what}: interrupted by ${signals.received ?? 'a signal'}`);
+}
+
 async function runUnit(
   u: UnitPlan,
   plan: Plan,
   deps: RunDeps & { journal: Journal },
+  stop: AbortSignal,
 ): Promise<{ unit: UnitResult; guests: GuestResult[] }> {
   const runs = u.guests.map(
-    (g) => new GuestRun(g, u.name, deps.log, deps.agentFactory ?? defaultAgentFactory, deps.lockWaitMs ?? 0),
+    (g) =>
+      new GuestRun(g, u.name, deps.log, deps.agentFactory ?? defaultAgentFactory, deps.lockWaitMs ?? 0, plan.runId),
   );
   const unit: UnitResult = { name: u.name, kind: u.kind, ok: false, budgetExceeded: false };
   try {
     if (deps.signals.received) {
-      for (const r of runs) r.result.errors.push(`not started: interrupted by ${deps.signals.received}`);
+      for (const r of runs) r.addError('INTERRUPTED', interrupted(deps.signals, 'not started').message);
       return { unit, guests: runs.map((r) => r.result) };
     }
-    const prepared = await Promise.allSettled(runs.map((r) => r.connectAndCheck()));
+    const prepared = await Promise.allSettled(runs.map((r) => r.connectAndCheck(stop)));
     const canFreeze = prepared.every((p) => p.status === 'fulfilled');
 
     let snapshotOk = false;
-    if (canFreeze) {
+    if (canFreeze && !deps.signals.received) {
       const outcome = await freezeGuard(
         u.name,
         runs,
@@ -113,7 +135,7 @@ async function runUnit(
       unit.frozenWindowMs = Math.max(0, ...runs.map((r) => r.result.frozenWindowMs ?? 0));
       for (const r of runs)
         r.result.consistency = snapshotOk && r.result.thawProven ? (r.hooksRan ? 'application' : 'filesystem') : 'none';
-    } else if (plan.failurePolicy === 'crash-consistent' && !deps.signals.received) {
+    } else if (!canFreeze && plan.failurePolicy === 'crash-consistent' && !deps.signals.received) {
       // The policy allows a snapshot without a freeze; the result says so.
       for (const [i, p] of prepared.entries()) {
         if (p.status === 'rejected')
@@ -123,18 +145,18 @@ async function runUnit(
             reason: (p.reason as Error).message,
           });
       }
-      const snaps = await Promise.allSettled(runs.map((r) => r.snapshot(undefined, false)));
+      const snaps = await Promise.allSettled(runs.map((r) => r.snapshot(stop, false)));
       snapshotOk = snaps.every((s) => s.status === 'fulfilled');
       for (const r of runs) r.result.consistency = snapshotOk ? 'crash' : 'none';
+    } else if (deps.signals.received) {
+      for (const r of runs) r.addError('INTERRUPTED', interrupted(deps.signals, 'not frozen').message);
     } else if (u.kind === 'group') {
       for (const r of runs)
         if (r.result.errors.length === 0)
-          r.result.errors.push('not frozen: another member of its consistency group failed');
+          r.addError('STEP_FAILED', 'not frozen: another member of its consistency group failed');
     }
 
-    if (snapshotOk && !deps.signals.received) {
-      await Promise.all(runs.map((r) => postSteps(r, deps.log, deps.signals)));
-    }
+    if (snapshotOk) await Promise.all(runs.map((r) => postSteps(r, deps.log, deps.signals, stop)));
     for (const r of runs) {
       r.result.ok =
         snapshotOk && r.result.thawProven !== false && r.result.errors.length === 0 && r.result.consistency !== 'none';
@@ -146,17 +168,33 @@ async function runUnit(
   }
 }
 
-/** Backup, verify, prune and post-hooks: outside the frozen window; the first failure stops the rest. */
-async function postSteps(r: GuestRun, log: Log, signals: SignalGuard): Promise<void> {
+/**
+ * Copy wait, backup, verify, prune and post-hooks: outside the frozen window;
+ * the first failure stops the rest. A signal stops the running step's process
+ * group at once and starts no further step; the guest is reported interrupted.
+ */
+async function postSteps(r: GuestRun, log: Log, signals: SignalGuard, stop: AbortSignal): Promise<void> {
   const g = r.plan;
-  try {
-    // A signal during a long copy cancels it (the guest is thawed already) rather than waiting it out.
-    await r.completeSnapshot(signals);
-    if (g.backup) await r.command('backup', g.backup);
-    if (g.verify) await r.command('verify', g.verify);
-    if (g.prune) await r.step('prune', () => prune(g.name, g.prune!, { log, dryRun: false }));
-    for (const [i, h] of g.postHooks.entries()) await r.command(`post-hook ${i + 1}`, h);
-  } catch {
-    // Recorded in the result by step().
+  const steps: [string, () => Promise<void>][] = [['snapshot-complete', () => r.completeSnapshot(stop)]];
+  if (g.backup) steps.push(['backup', () => r.command('backup', g.backup!, stop)]);
+  if (g.verify) steps.push(['verify', () => r.command('verify', g.verify!, stop)]);
+  if (g.prune)
+    steps.push([
+      'prune',
+      async () => void (await r.step('prune', () => prune(g.name, g.prune!, { log, dryRun: false }))),
+    ]);
+  for (const [i, h] of g.postHooks.entries())
+    steps.push([`post-hook ${i + 1}`, () => r.command(`post-hook ${i + 1}`, h, stop)]);
+  for (const [name, run] of steps) {
+    if (signals.received) {
+      r.addError('INTERRUPTED', interrupted(signals, `${name} not started`).message, name);
+      return;
+    }
+    try {
+      await run();
+    } catch {
+      // Recorded in the result by step().
+      return;
+    }
   }
 }

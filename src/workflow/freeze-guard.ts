@@ -1,9 +1,9 @@
 import { QuiesceError } from '../errors.js';
 import type { Log } from '../log/logger.js';
+import { warmUpSpawn } from '../process/run.js';
 import type { GuestRun } from './guest-run.js';
-import type { Journal } from './journal.js';
+import type { Journal, JournalRecord } from './journal.js';
 import type { SignalGuard } from './signals.js';
-import { warmUpSpawn } from './command.js';
 
 export interface GuardOutcome {
   readonly snapshotOk: boolean;
@@ -13,12 +13,14 @@ export interface GuardOutcome {
 }
 
 /**
- * The one place a thaw is guaranteed. For every member: a journal record
- * (fsynced) before the freeze, removed only after a proven thaw. Inside:
- * freeze all (in parallel, a barrier), snapshot all, with a budget timer that
- * cancels the snapshot and thaws at once, and signals that do the same. On
- * every path — error, timeout, signal — every member whose freeze was sent is
- * thawed, in reverse order.
+ * The one place a thaw is guaranteed. For every member a journal record is
+ * durable before the first freeze (no record, no freeze), and removed only
+ * after a proven thaw. Inside: freeze all (in parallel, a barrier), snapshot
+ * all, with a budget timer that cancels the snapshot and thaws at once, and
+ * signals that do the same. On every path (error, timeout, signal) every
+ * member whose freeze was sent is thawed, in reverse order. While a member
+ * is frozen nothing here waits on a host filesystem: journal updates are
+ * asynchronous and not awaited before the thaw.
  */
 export async function freezeGuard(
   unit: string,
@@ -30,7 +32,7 @@ export async function freezeGuard(
     journal: Journal;
     signals: SignalGuard;
     log: Log;
-    /** Told when the frozen window opens and closes (the CLI holds its log meanwhile in --local mode). */
+    /** Told when the frozen window opens and closes (the CLI holds its log meanwhile). */
     onWindow?: (open: boolean) => void;
   },
   snapshot: (m: GuestRun, signal: AbortSignal) => Promise<void>,
@@ -42,19 +44,26 @@ export async function freezeGuard(
   let skewMs: number | undefined;
   let snapshots: Promise<unknown> | undefined;
   let windowOpen = false;
+  const records = new Map<GuestRun, JournalRecord>();
+  const updates: Promise<void>[] = [];
   const t0 = performance.now();
 
-  for (const m of members) {
-    ctx.journal.write({
-      runId: ctx.runId,
-      job: ctx.job,
-      guest: m.plan.name,
-      address: m.plan.address,
-      connector: m.plan.connector,
-    });
-  }
   ctx.signals.register(abort);
   try {
+    const written = await Promise.allSettled(
+      members.map(async (m) => {
+        const r = await ctx.journal.write({
+          runId: ctx.runId,
+          job: ctx.job,
+          guest: m.plan.name,
+          address: m.plan.address,
+          connector: m.plan.connector,
+        });
+        records.set(m, r);
+      }),
+    );
+    const unwritten = written.find((w) => w.status === 'rejected');
+    if (unwritten) throw (unwritten as PromiseRejectedResult).reason;
     for (const m of members) await m.armWatchdog(ctx.budgetMs);
     await warmUpSpawn();
     if (abort.signal.aborted) throw new QuiesceError('INTERRUPTED', 'interrupted before the freeze');
@@ -68,6 +77,17 @@ export async function freezeGuard(
     ctx.onWindow?.(true);
     windowOpen = true;
     const frozen = await Promise.allSettled(members.map((m) => m.freeze()));
+    for (const m of members) {
+      const n = m.result.frozenFilesystems;
+      const r = records.get(m);
+      // Recovery checks its thaw count against this; written in the background, never waited on while frozen.
+      if (n !== undefined && r)
+        updates.push(
+          ctx.journal
+            .update(r, { frozen: n })
+            .catch((err: unknown) => ctx.log({ kind: 'warning', guest: m.plan.name, message: (err as Error).message })),
+        );
+    }
     const failed = frozen.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
     if (members.length > 1) {
@@ -86,21 +106,25 @@ export async function freezeGuard(
     if (first === 'aborted') throw abort.signal.reason;
     snapshotOk = true;
   } catch (err) {
-    for (const m of members) {
-      const text = (err as Error).message;
-      if (!m.result.errors.some((e) => e.endsWith(text))) m.result.errors.push(text);
-    }
+    const code = err instanceof QuiesceError ? err.code : 'INTERRUPTED';
+    for (const m of members) m.addError(code, (err as Error).message);
   } finally {
     clearTimeout(budgetTimer);
     const attempted = members.filter((m) => m.freezeAttempted).reverse();
     await Promise.all(attempted.map((m) => m.thawAndProve()));
     if (windowOpen) ctx.onWindow?.(false);
-    for (const m of members) {
-      if (!m.freezeAttempted || m.result.thawProven) ctx.journal.remove(ctx.runId, m.plan.name);
-    }
     ctx.signals.unregister(abort);
   }
-  // The cancelled snapshot's process ends outside the window.
+  await Promise.all(updates);
+  for (const m of members) {
+    if (records.has(m) && (!m.freezeAttempted || m.result.thawProven))
+      await ctx.journal
+        .remove(ctx.runId, m.plan.name)
+        .catch((err: unknown) =>
+          ctx.log({ kind: 'warning', guest: m.plan.name, message: `journal: ${(err as Error).message}` }),
+        );
+  }
+  // The cancelled snapshot's process group ends outside the window.
   await snapshots?.catch(() => undefined);
   return { snapshotOk, budgetExceeded, skewMs, frozenWindowMs: Math.round(performance.now() - t0) };
 }

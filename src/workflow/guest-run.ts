@@ -1,5 +1,4 @@
-import pRetry from 'p-retry';
-import { AgentError, QuiesceError } from '../errors.js';
+import { QuiesceError, type ErrorCode } from '../errors.js';
 import {
   hasWatchdog,
   isEnabled,
@@ -11,11 +10,11 @@ import { guestAgent } from '../guest/connect.js';
 import { acquireGuestLock, type HeldLock } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';
-import { runCommand } from './command.js';
+import { runProcess } from '../process/run.js';
 import { snapshotProvider, type SnapshotProvider, type SnapshotTaken } from '../snapshot/index.js';
 import type { GuestPlan, PlannedCommand } from './plan.js';
-import type { GuestResult } from './results.js';
-import type { SignalGuard } from './signals.js';
+import type { GuestResult, RunError } from './results.js';
+import { thawAndProve } from './thaw.js';
 
 /** How a run reaches guests (tests substitute connectors). */
 export type AgentFactory = (g: GuestPlan, log: Log) => GuestAgent;
@@ -47,6 +46,7 @@ export class GuestRun {
     private readonly log: Log,
     private readonly factory: AgentFactory,
     private readonly lockWaitMs: number,
+    private readonly runId?: string,
   ) {
     this.result = {
       guest: plan.name,
@@ -72,26 +72,40 @@ export class GuestRun {
       this.log({ kind: 'step-end', guest: this.plan.name, step: name, durationMs, ok: true });
       return v;
     } catch (err) {
-      const durationMs = Math.round(performance.now() - t0);
-      const error = (err as Error).message;
-      this.result.steps.push({ name, ok: false, startedAt, durationMs, error });
-      this.result.errors.push(`${name}: ${error}`);
-      this.log({ kind: 'step-end', guest: this.plan.name, step: name, durationMs, ok: false, error });
+      this.recordStep(name, startedAt, performance.now() - t0, err);
       throw err;
     }
+  }
+
+  private recordStep(name: string, startedAt: string, ms: number, err: unknown): void {
+    const durationMs = Math.round(ms);
+    const error = (err as Error).message;
+    this.result.steps.push({ name, ok: false, startedAt, durationMs, error });
+    this.addError(errorCode(err), `${name}: ${error}`, name);
+    this.log({ kind: 'step-end', guest: this.plan.name, step: name, durationMs, ok: false, error });
+  }
+
+  /** Records a failure once (a group's shared failure reaches every member). */
+  addError(code: ErrorCode, message: string, step?: string): void {
+    if (this.result.errors.some((e) => e.message === message || e.message.endsWith(`: ${message}`))) return;
+    const e: RunError = step ? { code, message, step } : { code, message };
+    this.result.errors.push(e);
   }
 
   /** A command step outside the frozen window (hooks, backup, verify); a non-zero exit is an error. */
   async command(name: string, c: PlannedCommand, signal?: AbortSignal): Promise<void> {
     await this.step(name, async () => {
-      const r = await runCommand(c.argv, {
+      const r = await runProcess(c.argv, {
         timeoutMs: c.timeoutMs,
         guest: this.plan.name,
         step: name,
         log: this.log,
         ...(signal ? { signal } : {}),
       });
-      if (!r.ok) throw new QuiesceError('STEP_FAILED', r.error ?? `${name} failed`, { guest: this.plan.name });
+      if (!r.ok)
+        throw new QuiesceError(r.cancelled ? 'INTERRUPTED' : 'STEP_FAILED', r.error ?? `${name} failed`, {
+          guest: this.plan.name,
+        });
     });
   }
 
@@ -111,23 +125,17 @@ export class GuestRun {
   }
 
   /** Outside the window: waits for what the snapshot left running (a block job copying); a signal ends the wait. */
-  async completeSnapshot(signals: SignalGuard): Promise<void> {
+  async completeSnapshot(signal: AbortSignal): Promise<void> {
     const complete = this.taken?.complete;
     if (!complete) return;
-    const abort = new AbortController();
-    signals.register(abort);
-    try {
-      await this.step('snapshot-complete', () => complete({ log: this.log, signal: abort.signal }));
-    } finally {
-      signals.unregister(abort);
-    }
+    await this.step('snapshot-complete', () => complete({ log: this.log, signal }));
   }
 
   /** Lock the guest's channel, connect and sync, check the agent can freeze what the plan asks. */
-  async connectAndCheck(): Promise<void> {
+  async connectAndCheck(signal?: AbortSignal): Promise<void> {
     const g = this.plan;
     await this.step('connect', async () => {
-      this.lock = await acquireGuestLock(g.address, this.lockWaitMs);
+      this.lock = await acquireGuestLock(g.address, this.lockWaitMs, this.runId);
       this.agent = this.factory(g, this.log);
       await this.agent.execute('guest-ping', undefined, { timeoutMs: g.timeouts.connectMs });
     });
@@ -172,7 +180,7 @@ export class GuestRun {
     // The provider's set-up (a QMP connection, target files) fails here, before hooks or a freeze.
     const prepare = this.provider.prepare?.bind(this.provider);
     if (prepare) await this.step('snapshot-prepare', () => prepare({ guest: g.name, log: this.log }));
-    for (const [i, h] of g.preHooks.entries()) await this.command(`pre-hook ${i + 1}`, h);
+    for (const [i, h] of g.preHooks.entries()) await this.command(`pre-hook ${i + 1}`, h, signal);
     this.hooksRan = g.preHooks.length > 0;
   }
 
@@ -212,75 +220,57 @@ export class GuestRun {
   }
 
   /**
-   * Thaws (retried: a thaw is always safe to repeat) and proves it: status
-   * thawed and the thaw count equal to the freeze count. Never throws.
+   * Thaws and proves it (workflow/thaw.ts: retried, status thawed, the thaw
+   * count covers the freeze count). Never throws; the result says.
    */
   async thawAndProve(): Promise<void> {
     const g = this.plan;
-    let thawed: number | undefined;
-    let lostReply = false;
-    try {
-      await this.step('thaw', async () => {
-        const thawOnce = async (): Promise<void> => {
-          const t0 = performance.now();
-          const n = (await this.exec('guest-fsfreeze-thaw', undefined, g.timeouts.thawMs)) as number;
-          this.thawedAt = performance.now();
-          this.result.thawMs = Math.round((this.thawedAt - t0) * 100) / 100;
-          thawed = (thawed ?? 0) + n;
-        };
-        const failed = (error: Error, attemptNumber: number): void => {
-          // A lost reply may have thawed: counts can no longer be compared.
-          if (!(error instanceof AgentError)) lostReply = true;
-          this.log({ kind: 'thaw-retry', guest: g.name, attempt: attemptNumber, error: error.message });
-        };
-        // First attempt straight away (it ends the frozen window); the retry machinery only after a failure.
-        try {
-          await thawOnce();
-        } catch (err) {
-          failed(err as Error, 1);
-          await pRetry(thawOnce, {
-            retries: 3,
-            minTimeout: 250,
-            maxTimeout: 2000,
-            // Retries end at a deadline: a guest that never answers becomes a clear failure, not a hang.
-            maxRetryTime: g.timeouts.thawMs * 3,
-            onFailedAttempt: ({ error, attemptNumber }) => failed(error, attemptNumber + 1),
-          });
-        }
-      });
-      await this.step('prove-thaw', async () => {
-        const status = await pRetry(() => this.exec('guest-fsfreeze-status'), { retries: 2, minTimeout: 200 });
-        if (status !== 'thawed')
-          throw new QuiesceError('THAW_UNPROVEN', `status is ${String(status)} after the thaw`, { guest: g.name });
-        const frozen = this.result.frozenFilesystems;
-        if (frozen !== undefined && !lostReply && thawed !== frozen) {
-          throw new QuiesceError(
-            'THAW_UNPROVEN',
-            `thawed ${thawed} filesystem(s) but ${frozen} were frozen: something thawed them earlier, or a thaw failed`,
-            {
-              guest: g.name,
-            },
-          );
-        }
-      });
-      this.result.thawProven = true;
-    } catch (err) {
-      this.result.thawProven = false;
-      this.log({ kind: 'thaw-failed', guest: g.name, error: (err as Error).message });
-    } finally {
-      this.result.thawedFilesystems = thawed;
-      // The window ends with the thaw's reply (or now, if no thaw was confirmed).
-      if (this.freezeSentAt !== undefined) {
-        this.result.frozenWindowMs = Math.round(((this.thawedAt ?? performance.now()) - this.freezeSentAt) * 100) / 100;
-      }
-      this.log({
-        kind: 'thawed',
-        guest: g.name,
-        filesystems: thawed ?? 0,
-        frozenWindowMs: this.result.frozenWindowMs ?? 0,
-        proven: this.result.thawProven === true,
-      });
+    const startedAt = new Date().toISOString();
+    const t0 = performance.now();
+    this.log({ kind: 'step-start', guest: g.name, step: 'thaw' });
+    const agent = this.agent;
+    const outcome = agent
+      ? await thawAndProve(agent, {
+          guest: g.name,
+          log: this.log,
+          thawTimeoutMs: g.timeouts.thawMs,
+          statusTimeoutMs: g.timeouts.commandMs,
+          ...(this.result.frozenFilesystems !== undefined ? { frozen: this.result.frozenFilesystems } : {}),
+        })
+      : undefined;
+    const end = performance.now();
+    if (outcome?.thawedAt !== undefined) {
+      this.thawedAt = outcome.thawedAt;
+      const thawDone = outcome.thawedAt - t0;
+      this.result.steps.push({ name: 'thaw', ok: true, startedAt, durationMs: Math.round(thawDone) });
+      this.log({ kind: 'step-end', guest: g.name, step: 'thaw', durationMs: Math.round(thawDone), ok: true });
+      if (outcome.proven) {
+        const proveMs = Math.round(end - outcome.thawedAt);
+        const at = new Date(Date.now() - proveMs).toISOString();
+        this.result.steps.push({ name: 'prove-thaw', ok: true, startedAt: at, durationMs: proveMs });
+      } else this.recordStep('prove-thaw', startedAt, end - outcome.thawedAt, outcome.error);
+    } else {
+      this.recordStep(
+        'thaw',
+        startedAt,
+        end - t0,
+        outcome?.error ?? new QuiesceError('THAW_UNPROVEN', 'not connected to the agent', { guest: g.name }),
+      );
     }
+    this.result.thawProven = outcome?.proven === true;
+    this.result.thawedFilesystems = outcome?.thawed;
+    if (outcome?.thawMs !== undefined) this.result.thawMs = outcome.thawMs;
+    // The window ends with the thaw's reply (or now, if no thaw was confirmed).
+    if (this.freezeSentAt !== undefined) {
+      this.result.frozenWindowMs = Math.round(((this.thawedAt ?? performance.now()) - this.freezeSentAt) * 100) / 100;
+    }
+    this.log({
+      kind: 'thawed',
+      guest: g.name,
+      filesystems: outcome?.thawed ?? 0,
+      frozenWindowMs: this.result.frozenWindowMs ?? 0,
+      proven: this.result.thawProven,
+    });
   }
 
   async close(): Promise<void> {
@@ -290,4 +280,8 @@ export class GuestRun {
     await this.lock?.release();
     this.lock = undefined;
   }
+}
+
+function errorCode(err: unknown): ErrorCode {
+  return err instanceof QuiesceError ? err.code : 'STEP_FAILED';
 }

@@ -1,6 +1,9 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { QuiesceError } from '../errors.js';
 import type { ConnectorSpec } from '../guest/connect.js';
+import { ownStart, processAlive } from '../process/pid.js';
 
 /** A guest this process is about to freeze; removed only after its thaw is proven. */
 export interface JournalRecord {
@@ -14,41 +17,37 @@ export interface JournalRecord {
   /** The owner's start time (clock ticks since boot), so a reused pid is not mistaken for the owner. */
   readonly pidStart: string;
   readonly startedAt: string;
+  /** Filesystems the agent reported frozen, once it has (recovery checks its thaw count against it). */
+  readonly frozen?: number;
 }
 
-export function processStart(pid: number): string | undefined {
+/** True while the process that wrote `r` is still running (not gone, not a reused pid, not a zombie). */
+export function ownerAlive(r: Pick<JournalRecord, 'pid' | 'pidStart'>): boolean {
+  return processAlive(r.pid, r.pidStart);
+}
+
+async function fsyncPath(path: string, flags: string): Promise<void> {
+  const fh = await open(path, flags);
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-let ownStart: string | undefined;
-
-/** True while the process that wrote `r` is still running. */
-export function ownerAlive(r: JournalRecord): boolean {
-  return processStart(r.pid) === r.pidStart;
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
+    await fh.sync();
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
 }
 
 /**
  * The journal of frozen guests: one file per guest and run under
- * STATEDIR/journal, written and fsynced (file and directory) before the
- * freeze, so a crash of this process is recovered by the next invocation.
+ * STATEDIR/journal. A record is durable before the freeze (temp file, fsync,
+ * rename, fsync of the directory), so a crash of this process is recovered
+ * by the next invocation; a failed write leaves no file behind. Every call
+ * that can run while a unit is frozen is asynchronous: the event loop never
+ * waits on a filesystem (the config refuses a state dir on a filesystem a
+ * local unit freezes; this keeps the timers alive whatever happens).
  */
 export class Journal {
   readonly dir: string;
+  /** Operations on one record run in order (an update never lands after the removal). */
+  private readonly chains = new Map<string, Promise<unknown>>();
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, 'journal');
@@ -58,25 +57,57 @@ export class Journal {
     return join(this.dir, `${runId}--${encodeURIComponent(guest)}.json`);
   }
 
-  write(r: Omit<JournalRecord, 'version' | 'pid' | 'pidStart' | 'startedAt'>): JournalRecord {
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+  private serial<T>(path: string, op: () => Promise<T>): Promise<T> {
+    const next = (this.chains.get(path) ?? Promise.resolve()).then(op, op);
+    const tail = next.catch(() => undefined);
+    this.chains.set(path, tail);
+    void tail.then(() => {
+      if (this.chains.get(path) === tail) this.chains.delete(path);
+    });
+    return next;
+  }
+
+  private async writeFile(path: string, record: JournalRecord): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = `${path}.tmp-${process.pid}`;
+    try {
+      const fh = await open(tmp, 'w', 0o600);
+      try {
+        await fh.writeFile(`${JSON.stringify(record)}\n`);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, path);
+      await fsyncPath(this.dir, 'r');
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw new QuiesceError('JOURNAL', `cannot write the journal record ${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  /** Makes the record durable; throws QuiesceError JOURNAL (and leaves nothing) when it cannot. */
+  write(r: Omit<JournalRecord, 'version' | 'pid' | 'pidStart' | 'startedAt'>): Promise<JournalRecord> {
     const record: JournalRecord = {
       version: 1,
       ...r,
       pid: process.pid,
-      pidStart: (ownStart ??= processStart(process.pid) ?? ''),
+      pidStart: ownStart(),
       startedAt: new Date().toISOString(),
     };
     const path = this.file(r.runId, r.guest);
-    const fd = openSync(path, 'w', 0o600);
-    try {
-      writeSync(fd, `${JSON.stringify(record)}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    fsyncDir(this.dir);
-    return record;
+    return this.serial(path, async () => {
+      await this.writeFile(path, record);
+      return record;
+    });
+  }
+
+  /** Adds what became known after the write (the frozen count); atomic like write. */
+  update(record: JournalRecord, patch: Pick<JournalRecord, 'frozen'>): Promise<void> {
+    const path = this.file(record.runId, record.guest);
+    return this.serial(path, () => this.writeFile(path, { ...record, ...patch }));
   }
 
   /**
@@ -84,15 +115,22 @@ export class Journal {
    * that is already thawed, which is harmless (the write before the freeze is
    * the one that must be durable).
    */
-  remove(runId: string, guest: string): void {
-    try {
-      unlinkSync(this.file(runId, guest));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
+  remove(runId: string, guest: string): Promise<void> {
+    const path = this.file(runId, guest);
+    return this.serial(path, async () => {
+      try {
+        await unlink(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    });
   }
 
-  /** Every record, readable or not (an unreadable one is reported, never silently dropped). */
+  /**
+   * Every record, readable or not (an unreadable one is reported, never
+   * silently dropped). Synchronous: called when a command starts, before
+   * anything is frozen.
+   */
   list(): { records: JournalRecord[]; unreadable: string[] } {
     let names: string[];
     try {

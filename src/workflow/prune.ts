@@ -1,4 +1,4 @@
-import { readdirSync, statSync, unlinkSync } from 'node:fs';
+import { readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { PruneConfig } from '../config/types.js';
 import type { Log } from '../log/logger.js';
@@ -61,11 +61,11 @@ export async function prune(
   opts: { log: Log; dryRun: boolean },
 ): Promise<PruneDecision> {
   const re = globToRegExp(p.match);
-  const files = readdirSync(p.dir)
-    .filter((n) => re.test(n))
-    .map((name) => ({ name, mtime: statSync(join(p.dir, name)).mtime }));
+  // Asynchronous: another unit of the run may be frozen meanwhile, and the event loop never waits on a filesystem.
+  const names = (await readdir(p.dir)).filter((n) => re.test(n));
+  const files = await Promise.all(names.map(async (name) => ({ name, mtime: (await stat(join(p.dir, name))).mtime })));
   const d = decide(files, p);
   opts.log({ kind: 'prune', guest, kept: d.keep.length, removed: d.remove, dryRun: opts.dryRun });
-  if (!opts.dryRun) for (const name of d.remove) unlinkSync(join(p.dir, name));
+  if (!opts.dryRun) for (const name of d.remove) await unlink(join(p.dir, name));
   return d;
 }

@@ -1,44 +1,25 @@
-import pRetry from 'p-retry';
-import { QuiesceError } from '../errors.js';
 import { guestAgent, type ConnectorSpec } from '../guest/connect.js';
 import { acquireGuestLock } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';
+import { processInfo } from '../process/pid.js';
 import { Journal, ownerAlive } from './journal.js';
 import type { RecoveryResult } from './results.js';
+import { thawAndProve } from './thaw.js';
 
 export type RecoveryAgentFactory = (connector: ConnectorSpec, log: Log) => GuestAgent;
 
 const defaultFactory: RecoveryAgentFactory = (c, log) => guestAgent(c, { onEvent: log });
 
-/**
- * Thaws one guest and proves it: thaw (retried), then status thawed. Used by
- * recovery and by `quiesce thaw`. Returns the filesystems thawed.
- */
-export async function thawGuest(agent: GuestAgent, guest: string, log: Log, thawTimeoutMs = 30_000): Promise<number> {
-  let thawed = 0;
-  await pRetry(
-    async () => {
-      thawed += (await agent.execute('guest-fsfreeze-thaw', undefined, { timeoutMs: thawTimeoutMs })) as number;
-    },
-    {
-      retries: 4,
-      minTimeout: 250,
-      maxTimeout: 2000,
-      onFailedAttempt: ({ error, attemptNumber }) =>
-        log({ kind: 'thaw-retry', guest, attempt: attemptNumber, error: error.message }),
-    },
-  );
-  const status = await agent.execute('guest-fsfreeze-status');
-  if (status !== 'thawed')
-    throw new QuiesceError('THAW_UNPROVEN', `status is ${String(status)} after the thaw`, { guest });
-  return thawed;
-}
+/** How long recovery waits for a thaw reply (no config for a guest that may have left it). */
+export const RECOVERY_THAW_MS = 30_000;
 
 /**
  * Every command starts here: journal records left by a process that is no
- * longer running are guests it may have left frozen. Thaw them, prove it,
- * drop the record, report. Records of a live run are left alone.
+ * longer running (gone, pid reused, or a zombie) are guests it may have left
+ * frozen. Thaw them through the one thaw (workflow/thaw.ts), prove it, drop
+ * the record, report. Records of a live owner are reported busy and left
+ * alone: `quiesce thaw GUEST --force` takes over from a stuck owner.
  */
 export async function recover(
   stateDir: string,
@@ -53,30 +34,46 @@ export async function recover(
   for (const r of records) {
     if (r.pid === process.pid) continue;
     if (ownerAlive(r)) {
+      const state = processInfo(r.pid)?.state;
       log({ kind: 'journal-busy', guest: r.guest, runId: r.runId, pid: r.pid });
+      results.push({
+        guest: r.guest,
+        runId: r.runId,
+        ok: false,
+        busy: { pid: r.pid, ...(state ? { state } : {}) },
+        error: `its run (pid ${r.pid}${state === 'T' ? ', stopped' : ''}) is still running; 'quiesce thaw ${r.guest} --force' takes over`,
+      });
       continue;
     }
     let lock;
     try {
       lock = await acquireGuestLock(r.address, 0);
-    } catch {
+    } catch (err) {
       log({
         kind: 'warning',
         guest: r.guest,
-        message: `left frozen by run ${r.runId}, but another quiesce process is using its agent now; not touching it`,
+        message: `left frozen by run ${r.runId}, but its agent is in use: ${(err as Error).message}; not touching it`,
       });
       continue;
     }
     const agent = factory(r.connector, log);
     try {
-      const thawed = await thawGuest(agent, r.guest, log);
-      journal.remove(r.runId, r.guest);
-      results.push({ guest: r.guest, runId: r.runId, ok: true, thawed });
-      log({ kind: 'recovered', guest: r.guest, runId: r.runId, thawed, ok: true });
-    } catch (err) {
-      const error = (err as Error).message;
-      results.push({ guest: r.guest, runId: r.runId, ok: false, error });
-      log({ kind: 'recovered', guest: r.guest, runId: r.runId, thawed: 0, ok: false, error });
+      const t = await thawAndProve(agent, {
+        guest: r.guest,
+        log,
+        thawTimeoutMs: RECOVERY_THAW_MS,
+        ...(r.frozen !== undefined ? { frozen: r.frozen } : {}),
+        zeroIsThawed: true,
+      });
+      if (t.proven) {
+        await journal.remove(r.runId, r.guest);
+        results.push({ guest: r.guest, runId: r.runId, ok: true, thawed: t.thawed ?? 0 });
+        log({ kind: 'recovered', guest: r.guest, runId: r.runId, thawed: t.thawed ?? 0, ok: true });
+      } else {
+        const error = t.error?.message ?? 'the thaw could not be proven';
+        results.push({ guest: r.guest, runId: r.runId, ok: false, error });
+        log({ kind: 'recovered', guest: r.guest, runId: r.runId, thawed: 0, ok: false, error });
+      }
     } finally {
       await agent.close().catch(() => undefined);
       await lock.release();

@@ -1,3 +1,13 @@
+import type { ErrorCode } from '../errors.js';
+
+/** A failure as results carry it: a stable code (the exit code comes from codes), a message, where it happened. */
+export interface RunError {
+  readonly code: ErrorCode;
+  readonly message: string;
+  /** The step that failed, when a step did. */
+  readonly step?: string;
+}
+
 /** What a backup can be trusted for: application (hooks ran and frozen), filesystem (frozen), crash (taken without a freeze), none (no snapshot). */
 export type Consistency = 'application' | 'filesystem' | 'crash' | 'none';
 
@@ -29,7 +39,7 @@ export interface GuestResult {
   /** Files the snapshot wrote (QMP backup targets or overlays), when the provider names them. */
   snapshotFiles?: string[];
   steps: StepResult[];
-  errors: string[];
+  errors: RunError[];
 }
 
 export interface UnitResult {
@@ -48,6 +58,8 @@ export interface RecoveryResult {
   readonly ok: boolean;
   readonly thawed?: number;
   readonly error?: string;
+  /** The record's owner is still running (stopped or hung): not touched; `quiesce thaw GUEST --force` takes over. */
+  readonly busy?: { readonly pid: number; readonly state?: string };
 }
 
 export interface RunReport {
@@ -60,6 +72,8 @@ export interface RunReport {
   exitCode: number;
   interruptedBy?: string;
   readonly recovered: RecoveryResult[];
+  /** Failures of the run itself rather than of a guest (the metrics file could not be written). */
+  readonly errors: RunError[];
   readonly units: UnitResult[];
   readonly guests: GuestResult[];
 }

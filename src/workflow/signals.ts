@@ -6,8 +6,9 @@ const NUMBERS: Record<HandledSignal, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 
 
 /**
  * SIGINT/SIGTERM/SIGHUP never kill a run while a guest is frozen: they abort
- * what is running (the snapshot), the freeze guards thaw, and the run stops
- * starting new work. The CLI exits with 128+signal afterwards.
+ * what is running (the snapshot inside a window, a copy wait, a backup or
+ * verify process group after it), the freeze guards thaw, and the run starts
+ * no new step. The CLI exits with 128+signal afterwards.
  */
 export class SignalGuard {
   private readonly controllers = new Set<AbortController>();
@@ -36,7 +37,7 @@ export class SignalGuard {
     this.log({
       kind: 'signal',
       signal: sig,
-      action: this.controllers.size ? 'cancelling, thawing, then exiting' : 'stopping after the current step',
+      action: 'stopping the running steps, thawing what is frozen, then exiting',
     });
     for (const c of this.controllers) c.abort(new Error(`received ${sig}`));
   }

@@ -139,7 +139,7 @@ for (const kind of KINDS) {
         assert.equal(r.status, 0, `exit ${r.status}\n${r.stderr}\n${r.stdout}`);
         const report = JSON.parse(r.stdout) as RunReport;
         const vm = report.guests[0]!;
-        assert.equal(vm.ok, true, vm.errors.join('; '));
+        assert.equal(vm.ok, true, vm.errors.map((e) => e.message).join('; '));
         assert.equal(vm.consistency, 'filesystem');
         assert.equal(vm.thawProven, true);
         assert.equal(vm.frozenFilesystems, 1);
@@ -261,7 +261,7 @@ for (const kind of KINDS) {
         );
         const report = await execute(p, { log: wrapped, signals: new SignalGuard(wrapped) });
         const vm = report.guests[0]!;
-        assert.equal(report.exitCode, 0, vm.errors.join('; '));
+        assert.equal(report.exitCode, 0, vm.errors.map((e) => e.message).join('; '));
         assert.deepEqual(vm.snapshotFiles, [join(dir, 'overlay-vm-vda.qcow2')]);
         // The base image is no longer written: it is the frozen point in time.
         const base = g.dataImage;

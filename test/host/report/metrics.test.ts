@@ -18,7 +18,7 @@ function report(job: string, ok: boolean, endedAt: string): RunReport {
     thawProven: true,
     frozenWindowMs: 42.5,
     steps: [{ name: 'freeze', ok: true, startedAt: endedAt, durationMs: 3 }],
-    errors: ok ? [] : ['snapshot: boom'],
+    errors: ok ? [] : [{ code: 'STEP_FAILED', message: 'snapshot: boom', step: 'snapshot' }],
   };
   return {
     runId: 'r',
@@ -28,6 +28,7 @@ function report(job: string, ok: boolean, endedAt: string): RunReport {
     endedAt,
     durationMs: 1,
     exitCode: ok ? 0 : 3,
+    errors: [],
     recovered: [],
     units: [],
     guests: [g],

@@ -142,7 +142,7 @@ for (const kind of KINDS) {
       const g = only(report);
       assert.equal(report.exitCode, EXIT.FAILED);
       assert.equal(g.thawProven, true);
-      assert.match(g.errors.join(' '), /snapshot: false exited with status 1/);
+      assert.match(g.errors.map((e) => e.message).join(' '), /snapshot: false exited with status 1/);
       await thawedNow(fsA);
     });
 
@@ -170,7 +170,7 @@ for (const kind of KINDS) {
       const g = only(report);
       assert.equal(report.exitCode, EXIT.FAILED);
       assert.equal(g.frozenFilesystems, undefined, 'nothing was frozen');
-      assert.match(g.errors.join(' '), /not mounted in the guest/);
+      assert.match(g.errors.map((e) => e.message).join(' '), /not mounted in the guest/);
       await thawedNow(fsA);
     });
 
@@ -225,7 +225,12 @@ for (const kind of KINDS) {
         w.close();
         const { report } = await run({ guests: { a: guest(agentA, fsA, ['true']) }, jobs: { j: { guests: ['a'] } } });
         assert.equal(report.exitCode, EXIT.FAILED);
-        assert.match(only(report).errors.join(' '), /already frozen/);
+        assert.match(
+          only(report)
+            .errors.map((e) => e.message)
+            .join(' '),
+          /already frozen/,
+        );
       } finally {
         const w2 = await Wire.open(agentA.socket);
         await w2.call('guest-fsfreeze-thaw');
@@ -313,7 +318,10 @@ for (const kind of KINDS) {
       );
       const g = only(report);
       assert.equal(g.thawProven, false);
-      assert.match(g.errors.join(' ') + JSON.stringify(g.steps), /thawed 0 filesystem\(s\) but 1 were frozen/);
+      assert.match(
+        g.errors.map((e) => e.message).join(' ') + JSON.stringify(g.steps),
+        /thawed 0 filesystem\(s\) but 1 were frozen/,
+      );
       assert.equal(report.exitCode, EXIT.THAW_UNPROVEN);
       removeJournal(stateDir);
       await thawedNow(fsA);
