@@ -106,7 +106,7 @@ export async function freezeGuard(
     if (first === 'aborted') throw abort.signal.reason;
     snapshotOk = true;
   } catch (err) {
-    const code = err instanceof QuiesceError ? err.code : 'INTERRUPTED';
+    const code = err instanceof QuiesceError ? err.code : 'STEP_FAILED';
     for (const m of members) m.addError(code, (err as Error).message);
   } finally {
     clearTimeout(budgetTimer);

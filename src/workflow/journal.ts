@@ -68,9 +68,9 @@ export class Journal {
   }
 
   private async writeFile(path: string, record: JournalRecord): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const tmp = `${path}.tmp-${process.pid}`;
     try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
       const fh = await open(tmp, 'w', 0o600);
       try {
         await fh.writeFile(`${JSON.stringify(record)}\n`);

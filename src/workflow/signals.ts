@@ -1,3 +1,4 @@
+import { QuiesceError } from '../errors.js';
 import type { Log } from '../log/logger.js';
 
 const HANDLED = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
@@ -39,11 +40,11 @@ export class SignalGuard {
       signal: sig,
       action: 'stopping the running steps, thawing what is frozen, then exiting',
     });
-    for (const c of this.controllers) c.abort(new Error(`received ${sig}`));
+    for (const c of this.controllers) c.abort(new QuiesceError('INTERRUPTED', `received ${sig}`));
   }
 
   register(c: AbortController): void {
-    if (this.received) c.abort(new Error(`received ${this.received}`));
+    if (this.received) c.abort(new QuiesceError('INTERRUPTED', `received ${this.received}`));
     this.controllers.add(c);
   }
 

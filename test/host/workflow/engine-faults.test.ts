@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig } from '../../../src/config/load.js';
@@ -135,6 +135,67 @@ for (const kind of KINDS) {
       assert.ok(events.some((e) => e.kind === 'budget-exceeded'));
       await thawedNow(fsA);
       noJournal();
+    });
+
+    test('a snapshot command that ignores SIGTERM: thawed at the budget, its group SIGKILLed, run over within budget + grace', async () => {
+      const pidFile = join(fsA.dir, 'trap.pid');
+      const { report, elapsed } = await run({
+        guests: {
+          a: guest(agentA, fsA, ['sh', '-c', `echo $$ > ${pidFile}; trap "" TERM; sleep 30 & wait; sleep 30`]),
+        },
+        jobs: { j: { guests: ['a'], budget: '1s' } },
+      });
+      const g = only(report);
+      assert.equal(report.units[0]!.budgetExceeded, true);
+      assert.ok(g.frozenWindowMs! < 2000, `window ${g.frozenWindowMs}`);
+      // 1 s budget + 1.5 s grace before SIGKILL, plus connect and thaw: was 31.7 s before process groups.
+      assert.ok(elapsed < 5000, `run took ${elapsed} ms`);
+      assert.equal(g.thawProven, true);
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      assert.throws(() => process.kill(pid, 0), /ESRCH/, 'the trapping shell is gone');
+      await thawedNow(fsA);
+      noJournal();
+    });
+
+    test('a snapshot command that exits at once leaving a grandchild on stdout ends the window at its exit', async () => {
+      const { report, elapsed } = await run({
+        guests: { a: guest(agentA, fsA, ['sh', '-c', 'sleep 30 & echo started']) },
+        jobs: { j: { guests: ['a'], budget: '10s' } },
+      });
+      const g = only(report);
+      assert.equal(report.exitCode, EXIT.OK, JSON.stringify(g.errors));
+      assert.ok(g.frozenWindowMs! < 1500, `window ${g.frozenWindowMs} (was the whole budget)`);
+      assert.ok(elapsed < 5000, `run took ${elapsed} ms`);
+      await thawedNow(fsA);
+    });
+
+    test('a state dir on the filesystem the job freezes: the event loop never blocks on it, the budget holds', async () => {
+      // The config check refuses this for the local connector; a socket agent on this host is the way past it,
+      // and proves the engine's own rule: nothing synchronous on a filesystem while frozen.
+      const onFrozenFs = join(fsA.mnt, 'state');
+      const t0 = Date.now();
+      const config = resolveConfig(
+        {
+          stateDir: onFrozenFs,
+          guests: { a: guest(agentA, fsA, ['sleep', '30']) },
+          jobs: { j: { guests: ['a'], budget: '1500ms' } },
+        },
+        'test',
+      );
+      const log = captureLogger();
+      const now = new Date();
+      const report = await execute(plan(config, 'j', { runId: newRunId(now), now }), {
+        log,
+        signals: new SignalGuard(log),
+      });
+      const g = only(report);
+      assert.equal(report.units[0]!.budgetExceeded, true);
+      assert.ok(g.frozenWindowMs! < 1500 + 1000, `frozen ${g.frozenWindowMs} ms past a 1.5 s budget (was 32 s)`);
+      assert.ok(Date.now() - t0 < 8000, `run took ${Date.now() - t0} ms`);
+      assert.equal(g.thawProven, true);
+      assert.deepEqual(readdirSync(join(onFrozenFs, 'journal')), [], 'the record went after the proven thaw');
+      rmSync(onFrozenFs, { recursive: true, force: true });
+      await thawedNow(fsA);
     });
 
     test('a failing snapshot thaws and fails the guest', async () => {
