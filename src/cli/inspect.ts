@@ -7,7 +7,7 @@ import { acquireGuestLock } from '../guest/lock.js';
 import type { ResolvedConfig, ResolvedGuest } from '../config/types.js';
 import { Journal, ownerAlive } from '../workflow/journal.js';
 import { emergencyThaw } from '../workflow/emergency.js';
-import { processInfo } from '../process/pid.js';
+import { stoppedNote } from '../process/pid.js';
 import type { RunReport } from '../workflow/results.js';
 import { EXIT } from '../report/exit-codes.js';
 import type { CliContext } from './context.js';
@@ -112,7 +112,7 @@ export async function status(ctx: CliContext, config: ResolvedConfig): Promise<n
       runId: r.runId,
       pid: r.pid,
       ownerRunning: running,
-      ownerStopped: running && processInfo(r.pid)?.state === 'T',
+      ownerStopped: running && stoppedNote(r.pid) !== undefined,
       since: r.startedAt,
     };
   });

@@ -33,7 +33,9 @@ export function createLogger(opts: LoggerOptions = {}): Log & { flush(): void } 
   });
   const held: LogEvent[] = [];
   const write = (e: LogEvent): void => {
-    logger.log(levelOf(e), describe(e), { ...e });
+    // winston appends a `message` member of the metadata to the message: the event's own goes in as `text`.
+    const { message, ...rest } = e as LogEvent & { message?: unknown };
+    logger.log(levelOf(e), describe(e), message === undefined ? rest : { ...rest, text: message });
   };
   const log = ((e: LogEvent) => {
     opts.capture?.push(e);

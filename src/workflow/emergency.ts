@@ -5,7 +5,7 @@ import { describeConnector } from '../guest/connect.js';
 import { acquireGuestLock, describeHolder, LockedError, type HeldLock, type LockHolder } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';
-import { processAlive } from '../process/pid.js';
+import { processAlive, stoppedNote } from '../process/pid.js';
 import { Journal, ownerAlive } from './journal.js';
 import { thawAndProve, type ThawOutcome } from './thaw.js';
 
@@ -46,9 +46,10 @@ export async function emergencyThaw(
     const holder = err.holder;
     if (!o.force || !holder) {
       const who = holder ? describeHolder(holder) : 'a quiesce process that did not name itself';
+      const stopped = holder !== undefined && stoppedNote(holder.pid) !== undefined;
       throw new QuiesceError(
         'LOCKED',
-        `${g.name}: its agent channel is held by ${who}; that run thaws ${g.name} itself within its budget. ` +
+        `${g.name}: its agent channel is held by ${who}; ${stopped ? 'that process is stopped and will not thaw it until it is continued' : `a healthy run thaws ${g.name} itself within its budget`}. ` +
           (holder
             ? `To take over now: quiesce thaw ${g.name} --force (terminates pid ${holder.pid}, then thaws and proves)`
             : 'Wait for it, or end that process'),

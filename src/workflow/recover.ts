@@ -1,5 +1,5 @@
 import { guestAgent, type ConnectorSpec } from '../guest/connect.js';
-import { acquireGuestLock } from '../guest/lock.js';
+import { acquireGuestLock, LockedError } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';
 import { processInfo } from '../process/pid.js';
@@ -49,11 +49,11 @@ export async function recover(
     try {
       lock = await acquireGuestLock(r.address, 0);
     } catch (err) {
-      log({
-        kind: 'warning',
-        guest: r.guest,
-        message: `left frozen by run ${r.runId}, but its agent is in use: ${(err as Error).message}; not touching it`,
-      });
+      const holder = err instanceof LockedError ? err.holder : undefined;
+      const error = `left frozen by run ${r.runId}, but its agent is in use: ${(err as Error).message}; not touching it`;
+      log({ kind: 'warning', guest: r.guest, message: error });
+      // Never a silent success: the guest may be frozen and this command did not thaw it.
+      results.push({ guest: r.guest, runId: r.runId, ok: false, error, busy: { pid: holder?.pid ?? 0 } });
       continue;
     }
     const agent = factory(r.connector, log);

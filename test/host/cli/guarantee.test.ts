@@ -200,6 +200,7 @@ for (const kind of KINDS) {
     let agent: RunningAgent | undefined;
     let m: LoopMount;
     let dir: string;
+    const note = (t: TestContext, text: string) => figure(t, `[${kind}] ${text}`);
 
     // Registered before useLoopMounts' hooks, so it runs first: every process ends before the mount goes.
     after(async () => {
@@ -308,7 +309,7 @@ for (const kind of KINDS) {
         assert.match(text, new RegExp(`pid ${run.pid}\\b`));
         assert.match(text, /quiesce thaw a --force/);
         assert.match(text, /stopped/);
-        figure(t, `thaw (no --force) refused with exit 4 after ${refused.ms} ms`);
+        note(t, `thaw (no --force) refused with exit 4 after ${refused.ms} ms`);
 
         const rec = await cli(['recover', '--config', file]);
         assert.equal(rec.code, 4, rec.stderr + rec.stdout);
@@ -337,7 +338,7 @@ for (const kind of KINDS) {
         assert.ok(procStat(run.pid) === undefined, 'no process left');
         assert.deepEqual(journalFiles(stateDir), []);
         const how = /SIGKILLed/.test(forced.stdout) ? 'SIGKILLed' : 'exited on SIGTERM';
-        figure(
+        note(
           t,
           `thaw --force exit 0 after ${forced.ms} ms; frozen ${frozenFor} ms after it started; run ${how} (status ${r.code ?? r.signal})`,
         );
@@ -374,7 +375,7 @@ for (const kind of KINDS) {
         assert.ok(frozenFor >= 0);
         await thawedNow('after thaw --force');
         assert.deepEqual(journalFiles(stateDir), []);
-        figure(t, `thaw --force exit 0 after ${forced.ms} ms; frozen ${frozenFor} ms after it started`);
+        note(t, `thaw --force exit 0 after ${forced.ms} ms; frozen ${frozenFor} ms after it started`);
       } finally {
         endChild(run.child);
       }
@@ -413,7 +414,7 @@ for (const kind of KINDS) {
         await thawedNow('after recover');
         assert.equal(procStat(qpid)?.state, 'Z', 'the owner is still a zombie');
         assert.deepEqual(journalFiles(stateDir), []);
-        figure(t, `recover of a zombie owner: exit 0 after ${rec.ms} ms`);
+        note(t, `recover of a zombie owner: exit 0 after ${rec.ms} ms`);
       } finally {
         endChild(parent.child); // sleep, the zombie's parent: the zombie is reaped once it goes
         if (qpid) {
@@ -479,7 +480,7 @@ for (const kind of KINDS) {
           assert.match(prom, new RegExp(`^quiesce_run_exit_code\\{job="nightly"\\} ${r.code}$`, 'm'));
           await thawedNow('after the run');
           assert.deepEqual(journalFiles(stateDir), []);
-          figure(t, `exit ${r.code} ${exitMs} ms after ${sig} during ${phase}`);
+          note(t, `exit ${r.code} ${exitMs} ms after ${sig} during ${phase}`);
         } finally {
           endChild(run.child);
         }
@@ -621,7 +622,7 @@ for (const kind of KINDS) {
           second.stderr,
           new RegExp(`job nightly is in use by another quiesce process \\(pid ${first.pid}:`),
         );
-        figure(t, `second run refused with exit 4 after ${second.ms} ms`);
+        note(t, `second run refused with exit 4 after ${second.ms} ms`);
         const r = await first.done;
         assert.equal(r.code, 0, r.stderr);
         await thawedNow('after the first run');
