@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import type { RunReport } from '../workflow/results.js';
 import { writeAtomic } from './report.js';
 
@@ -8,7 +8,8 @@ function esc(v: string): string {
 
 type Sample = { labels: Record<string, string>; value: number };
 
-const HELP: Record<string, [string, string]> = {
+/** Every metric quiesce writes: name → [type, help] (the alert rules and dashboard are tested against it). */
+export const METRIC_HELP: Record<string, [string, string]> = {
   quiesce_last_run_timestamp_seconds: ['gauge', 'When the guest was last part of a run.'],
   quiesce_last_success_timestamp_seconds: ['gauge', 'When the guest last had a successful backup.'],
   quiesce_last_run_success: ['gauge', '1 if the last run of the guest succeeded, else 0.'],
@@ -17,6 +18,12 @@ const HELP: Record<string, [string, string]> = {
   quiesce_step_duration_seconds: ['gauge', 'Duration of each step of the last run.'],
   quiesce_consistency_level: ['gauge', 'Consistency of the last backup: 3 application, 2 filesystem, 1 crash, 0 none.'],
   quiesce_run_exit_code: ['gauge', 'Exit code of the last run of the job.'],
+  quiesce_budget_seconds: [
+    'gauge',
+    "Budget in force for the guest's unit in the last run (the longest it may stay frozen).",
+  ],
+  quiesce_step_success: ['gauge', 'Outcome of each step of the last run: 1 succeeded, 0 failed.'],
+  quiesce_backup_size_bytes: ['gauge', 'Bytes the files of the last snapshot or backup take on disk.'],
 };
 
 const LEVEL = { application: 3, filesystem: 2, crash: 1, none: 0 } as const;
@@ -47,13 +54,19 @@ export function writeMetrics(path: string, report: RunReport): void {
     if (g.frozenWindowMs !== undefined) add('quiesce_frozen_window_seconds', l, g.frozenWindowMs / 1000);
     if (g.thawProven !== undefined) add('quiesce_thaw_proven', l, g.thawProven ? 1 : 0);
     add('quiesce_consistency_level', l, LEVEL[g.consistency]);
-    for (const s of g.steps) add('quiesce_step_duration_seconds', { ...l, step: s.name }, s.durationMs / 1000);
+    add('quiesce_budget_seconds', l, report.budgetMs / 1000);
+    for (const s of g.steps) {
+      add('quiesce_step_duration_seconds', { ...l, step: s.name }, s.durationMs / 1000);
+      add('quiesce_step_success', { ...l, step: s.name }, s.ok ? 1 : 0);
+    }
+    const bytes = allocatedBytes(g.snapshotFiles);
+    if (bytes !== undefined) add('quiesce_backup_size_bytes', l, bytes);
   }
   const lines: string[] = [];
-  for (const name of Object.keys(HELP)) {
+  for (const name of Object.keys(METRIC_HELP)) {
     const samples = out.filter((e) => e.name === name);
     if (!samples.length) continue;
-    lines.push(`# HELP ${name} ${HELP[name]![1]}`, `# TYPE ${name} ${HELP[name]![0]}`);
+    lines.push(`# HELP ${name} ${METRIC_HELP[name]![1]}`, `# TYPE ${name} ${METRIC_HELP[name]![0]}`);
     for (const { sample } of samples) {
       const labels = Object.entries(sample.labels)
         .map(([k, v]) => `${k}="${esc(v)}"`)
@@ -62,6 +75,20 @@ export function writeMetrics(path: string, report: RunReport): void {
     }
   }
   writeAtomic(path, `${lines.join('\n')}\n`);
+}
+
+/** What the snapshot's files take on disk (a raw target is sparse: its size is the disk's, not the data's). */
+function allocatedBytes(files: readonly string[] | undefined): number | undefined {
+  if (!files?.length) return undefined;
+  let total = 0;
+  for (const f of files) {
+    try {
+      total += statSync(f).blocks * 512;
+    } catch {
+      return undefined;
+    }
+  }
+  return total;
 }
 
 function parse(path: string): { name: string; sample: Sample }[] {

@@ -29,6 +29,7 @@ export async function execute(plan: Plan, deps: RunDeps): Promise<RunReport> {
     runId: plan.runId,
     job: plan.job,
     configSource: plan.configSource,
+    budgetMs: plan.budgetMs,
     startedAt: startedAt.toISOString(),
     endedAt: '',
     durationMs: 0,

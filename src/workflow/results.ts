@@ -66,6 +66,8 @@ export interface RunReport {
   readonly runId: string;
   readonly job: string;
   readonly configSource: string;
+  /** The job's budget: the longest any of its units may stay frozen. */
+  readonly budgetMs: number;
   readonly startedAt: string;
   endedAt: string;
   durationMs: number;

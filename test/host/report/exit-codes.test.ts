@@ -21,6 +21,7 @@ function report(guests: GuestResult[], extra: Partial<RunReport> = {}): RunRepor
     runId: 'r',
     job: 'j',
     configSource: 'c',
+    budgetMs: 10_000,
     startedAt: '',
     endedAt: '',
     durationMs: 0,

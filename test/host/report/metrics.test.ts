@@ -24,6 +24,7 @@ function report(job: string, ok: boolean, endedAt: string): RunReport {
     runId: 'r',
     job,
     configSource: 'c',
+    budgetMs: 10_000,
     startedAt: endedAt,
     endedAt,
     durationMs: 1,
