@@ -44,7 +44,9 @@ export class Dispatcher {
     for (const c of commands) {
       if (this.commands.has(c.name)) throw new Error(`command ${c.name} registered twice`);
       this.commands.set(c.name, c);
-      if (blocked.has(c.name) || (allowed !== undefined && !allowed.has(c.name))) this.filtered.set(c.name, null);
+      if (c.unsupported || blocked.has(c.name) || (allowed !== undefined && !allowed.has(c.name))) {
+        this.filtered.set(c.name, null);
+      }
     }
   }
 

@@ -26,6 +26,12 @@ export interface CommandDef {
   readonly successResponse?: boolean;
   /** Stays enabled while filesystems are frozen. */
   readonly freezeSafe?: boolean;
+  /**
+   * Registered but not available on this platform: always disabled, as the
+   * reference's built-in block list (ga_command_init_blockedrpcs) makes it,
+   * whatever -b/-a say (guest-get-devices on Linux).
+   */
+  readonly unsupported?: boolean;
   /** Validated arguments: str → string, int → bigint, bool → boolean, number → number, lists → arrays. */
   readonly run: (args: Record<string, unknown>, ctx: AgentContext) => JsonOut | void | Promise<JsonOut | void>;
 }
