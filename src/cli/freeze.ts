@@ -1,7 +1,7 @@
 import { runProcess } from '../process/run.js';
 import { QuiesceError } from '../errors.js';
 import { localFreezeProblems } from '../config/frozen-paths.js';
-import { describeConnector, type ConnectorSpec } from '../guest/connect.js';
+import { describeConnector, type ConnectorSpec } from '../config/connector.js';
 import { DEFAULTS } from '../config/load.js';
 import type { ResolvedConfig } from '../config/types.js';
 import { freezeGuard } from '../workflow/freeze-guard.js';
@@ -10,7 +10,7 @@ import { Journal } from '../workflow/journal.js';
 import type { GuestPlan } from '../workflow/plan.js';
 import { newRunId } from '../workflow/plan.js';
 import { SignalGuard } from '../workflow/signals.js';
-import { EXIT } from '../report/exit-codes.js';
+import { EXIT } from '../workflow/exit-code.js';
 import type { CliContext } from './context.js';
 
 export interface FreezeOptions {

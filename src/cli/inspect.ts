@@ -2,14 +2,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { QuiesceError } from '../errors.js';
 import { isEnabled, hasWatchdog, parseCapabilities } from '../guest/capabilities.js';
-import { describeConnector, guestAgent } from '../guest/connect.js';
+import { describeConnector } from '../config/connector.js';
+import { guestAgent } from '../guest/connect.js';
 import { acquireGuestLock } from '../guest/lock.js';
 import type { ResolvedConfig, ResolvedGuest } from '../config/types.js';
 import { Journal, ownerAlive } from '../workflow/journal.js';
 import { emergencyThaw } from '../workflow/emergency.js';
 import { stoppedNote } from '../process/pid.js';
 import type { RunReport } from '../workflow/results.js';
-import { EXIT } from '../report/exit-codes.js';
+import { EXIT } from '../workflow/exit-code.js';
 import type { CliContext } from './context.js';
 
 function guestsNamed(config: ResolvedConfig, names: readonly string[]): ResolvedGuest[] {

@@ -1,7 +1,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import { defaultStateDir } from '../config/load.js';
 import { MAX_BUDGET_MS, MAX_WAIT_MS, parseCliDuration } from '../config/duration.js';
-import { EXIT, exitCodeForError, exitTableText } from '../report/exit-codes.js';
+import { exitTableText } from '../report/exit-codes.js';
+import { EXIT, exitCodeForError } from '../workflow/exit-code.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { pruneJob, runJob, showPlan } from './run.js';
 import { freezeAndRun } from './freeze.js';

@@ -9,7 +9,7 @@ import { pickJob, type CliContext } from './context.js';
 import { prune } from '../workflow/prune.js';
 import { fillPlaceholders, timeValues } from '../config/placeholders.js';
 import { formatReport } from './summary.js';
-import { exitCodeFor } from '../report/exit-codes.js';
+import { exitCodeFor } from '../workflow/exit-code.js';
 import type { RunReport } from '../workflow/results.js';
 
 export interface RunOptions {

@@ -8,7 +8,7 @@ import { configSchema, type ParsedConfig, type ParsedGuest } from './schema.js';
 import { unknownPlaceholders, usesPlaceholder } from './placeholders.js';
 import { localFreezeProblems } from './frozen-paths.js';
 import type { ResolvedConfig, ResolvedGuest, ResolvedJob, SnapshotConfig, Timeouts } from './types.js';
-import { describeConnector, type ConnectorSpec } from '../guest/connect.js';
+import { describeConnector, type ConnectorSpec } from './connector.js';
 
 /** A configuration problem: names the file and the key path. Nothing has touched a guest yet. */
 export class ConfigError extends QuiesceError {

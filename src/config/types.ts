@@ -1,4 +1,4 @@
-import type { ConnectorSpec } from '../guest/connect.js';
+import type { ConnectorSpec } from './connector.js';
 
 /** An argv list of a step; placeholders like {guest} are still in it (resolved per run by plan()). */
 export type ArgvTemplate = readonly string[];

@@ -5,15 +5,9 @@ import { AgentError, QuiesceError } from '../errors.js';
 import type { ByteChannel, ChannelOpener } from './channel.js';
 import { defaultTimeout, NO_REPLY_COMMANDS, SAFE_TO_RETRY, type ExecOptions, type GuestAgent } from './types.js';
 import { toPlain } from './values.js';
+import type { ClientEvent } from '../log/events.js';
 
 /** Things the client notices about a guest's channel, for the log. */
-export type ClientEvent =
-  | { kind: 'guest-garbage'; address: string; text: string }
-  | { kind: 'guest-resync'; address: string; reason: string }
-  | { kind: 'guest-reconnect'; address: string; attempt: number; reason: string }
-  /** A line the local agent wrote to its stderr. */
-  | { kind: 'agent-log'; address: string; text: string };
-
 export interface StreamClientOptions {
   readonly address: string;
   readonly open: ChannelOpener;

@@ -1,4 +1,10 @@
-import type { ClientEvent } from '../guest/stream-client.js';
+/** What the agent client reports about its channel (garbage skipped, resyncs, reconnects, the local agent's stderr). */
+export type ClientEvent =
+  | { kind: 'guest-garbage'; address: string; text: string }
+  | { kind: 'guest-resync'; address: string; reason: string }
+  | { kind: 'guest-reconnect'; address: string; attempt: number; reason: string }
+  /** A line the local agent wrote to its stderr. */
+  | { kind: 'agent-log'; address: string; text: string };
 
 /** Everything the host logs, keyed on `kind`. */
 export type LogEvent =

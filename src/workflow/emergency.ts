@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ResolvedGuest } from '../config/types.js';
 import { QuiesceError } from '../errors.js';
-import { describeConnector } from '../guest/connect.js';
+import { describeConnector } from '../config/connector.js';
 import { acquireGuestLock, describeHolder, LockedError, type HeldLock, type LockHolder } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';

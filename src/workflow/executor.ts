@@ -1,7 +1,7 @@
 import { QuiesceError } from '../errors.js';
 import type { Log } from '../log/logger.js';
 import { runProcess } from '../process/run.js';
-import { exitCodeFor } from '../report/exit-codes.js';
+import { exitCodeFor } from './exit-code.js';
 import { freezeGuard } from './freeze-guard.js';
 import { defaultAgentFactory, GuestRun, type AgentFactory } from './guest-run.js';
 import { Journal } from './journal.js';

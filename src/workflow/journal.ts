@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { QuiesceError } from '../errors.js';
-import type { ConnectorSpec } from '../guest/connect.js';
+import type { ConnectorSpec } from '../config/connector.js';
 import { ownStart, processAlive } from '../process/pid.js';
 
 /** A guest this process is about to freeze; removed only after its thaw is proven. */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { QuiesceError } from '../errors.js';
-import { describeConnector, type ConnectorSpec } from '../guest/connect.js';
+import { describeConnector, type ConnectorSpec } from '../config/connector.js';
 import { fillArgv, fillPlaceholders, timeValues, type PlaceholderValues } from '../config/placeholders.js';
 import type { FailurePolicy, PruneConfig, ResolvedConfig, ResolvedGuest, Timeouts } from '../config/types.js';
 import { planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';

@@ -1,4 +1,5 @@
-import { guestAgent, type ConnectorSpec } from '../guest/connect.js';
+import type { ConnectorSpec } from '../config/connector.js';
+import { guestAgent } from '../guest/connect.js';
 import { acquireGuestLock, LockedError } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';

@@ -1,14 +1,7 @@
 import { execa } from 'execa';
+import type { LibvirtTarget } from '../../config/connector.js';
 import { AgentError, QuiesceError } from '../../errors.js';
 import { defaultTimeout, NO_REPLY_COMMANDS, type ExecOptions, type GuestAgent } from '../types.js';
-
-export interface LibvirtTarget {
-  /** libvirt connection URI (`qemu:///system`, `qemu+ssh://host/system`); virsh's default when absent. */
-  readonly uri?: string;
-  readonly domain: string;
-  /** The virsh binary (tests may point elsewhere). */
-  readonly virsh?: string;
-}
 
 /**
  * Reaches a guest's agent through libvirt (`virsh qemu-agent-command`), which

@@ -1,13 +1,7 @@
 import { connect, type Socket } from 'node:net';
+import type { SocketAddress } from '../../config/connector.js';
 import type { ByteChannel } from '../channel.js';
 import { streamChannel } from './stream-channel.js';
-
-/** Where a socket connector reaches an agent: a unix socket (QEMU chardev) or TCP. */
-export type SocketAddress = { readonly path: string } | { readonly host: string; readonly port: number };
-
-export function describeSocket(addr: SocketAddress): string {
-  return 'path' in addr ? `unix:${addr.path}` : `tcp:${addr.host}:${addr.port}`;
-}
 
 /** Opens a channel to an agent's socket. */
 export function openSocket(addr: SocketAddress, timeoutMs = 5000): Promise<ByteChannel> {

@@ -6,7 +6,7 @@ import { syncBuiltinESMExports } from 'node:module';
 import fc from 'fast-check';
 import { ConfigError, resolveConfig } from '../../../src/config/load.js';
 import { DURATION_RANGES } from '../../../src/config/duration.js';
-import { describeConnector } from '../../../src/guest/connect.js';
+import { describeConnector } from '../../../src/config/connector.js';
 import { QuiesceError } from '../../../src/errors.js';
 import { plan, type Plan } from '../../../src/workflow/plan.js';
 import type { ResolvedConfig } from '../../../src/config/types.js';

@@ -1,4 +1,4 @@
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +10,7 @@ import { SignalGuard } from '../../../src/workflow/signals.js';
 import { Journal } from '../../../src/workflow/journal.js';
 import { captureLogger } from '../../../src/log/logger.js';
 import type { RunReport } from '../../../src/workflow/results.js';
-import { EXIT } from '../../../src/report/exit-codes.js';
+import { EXIT } from '../../../src/workflow/exit-code.js';
 import { haveQemuGa, startAgent, type AgentKind, type RunningAgent } from '../../helpers/agents.js';
 import {
   canLoopMount,
@@ -89,6 +89,11 @@ for (const kind of KINDS) {
     }
 
     const thawedNow = async (fs: LoopFs) => assert.ok(await probeWrite(fs.mnt, 3000), `${fs.mnt} must be thawed`);
+    /** For the closing figures: how long the guest stayed frozen past its budget. */
+    const pastBudget = (t: TestContext, windowMs: number, budgetMs: number) =>
+      t.diagnostic(
+        `frozen past budget: ${Math.max(0, Math.round(windowMs - budgetMs))} ms (window ${windowMs} ms, budget ${budgetMs} ms)`,
+      );
     const noJournal = () => assert.equal(new Journal(stateDir).list().records.length, 0);
 
     function only(r: RunReport) {
@@ -120,7 +125,7 @@ for (const kind of KINDS) {
       noJournal();
     });
 
-    test('snapshot hanging past the budget is cancelled and the guest thawed within budget + 1 s', async () => {
+    test('snapshot hanging past the budget is cancelled and the guest thawed within budget + 1 s', async (t) => {
       const { report, events, elapsed } = await run({
         guests: { a: guest(agentA, fsA, ['sleep', '30']) },
         jobs: { j: { guests: ['a'], budget: '1s' } },
@@ -128,6 +133,7 @@ for (const kind of KINDS) {
       const g = only(report);
       assert.equal(report.exitCode, EXIT.FAILED);
       assert.equal(report.units[0]!.budgetExceeded, true);
+      pastBudget(t, g.frozenWindowMs!, 1000);
       assert.ok(g.frozenWindowMs! < 2000, `window ${g.frozenWindowMs}`);
       assert.ok(elapsed < 6000, `run took ${elapsed} ms`);
       assert.equal(g.thawProven, true);
@@ -137,7 +143,7 @@ for (const kind of KINDS) {
       noJournal();
     });
 
-    test('a snapshot command that ignores SIGTERM: thawed at the budget, its group SIGKILLed, run over within budget + grace', async () => {
+    test('a snapshot command that ignores SIGTERM: thawed at the budget, its group SIGKILLed, run over within budget + grace', async (t) => {
       const pidFile = join(fsA.dir, 'trap.pid');
       const { report, elapsed } = await run({
         guests: {
@@ -147,6 +153,7 @@ for (const kind of KINDS) {
       });
       const g = only(report);
       assert.equal(report.units[0]!.budgetExceeded, true);
+      pastBudget(t, g.frozenWindowMs!, 1000);
       assert.ok(g.frozenWindowMs! < 2000, `window ${g.frozenWindowMs}`);
       // 1 s budget + 1.5 s grace before SIGKILL, plus connect and thaw: was 31.7 s before process groups.
       assert.ok(elapsed < 5000, `run took ${elapsed} ms`);
@@ -169,7 +176,7 @@ for (const kind of KINDS) {
       await thawedNow(fsA);
     });
 
-    test('a state dir on the filesystem the job freezes: the event loop never blocks on it, the budget holds', async () => {
+    test('a state dir on the filesystem the job freezes: the event loop never blocks on it, the budget holds', async (t) => {
       // The config check refuses this for the local connector; a socket agent on this host is the way past it,
       // and proves the engine's own rule: nothing synchronous on a filesystem while frozen.
       const onFrozenFs = join(fsA.mnt, 'state');
@@ -190,6 +197,7 @@ for (const kind of KINDS) {
       });
       const g = only(report);
       assert.equal(report.units[0]!.budgetExceeded, true);
+      pastBudget(t, g.frozenWindowMs!, 1500);
       assert.ok(g.frozenWindowMs! < 1500 + 1000, `frozen ${g.frozenWindowMs} ms past a 1.5 s budget (was 32 s)`);
       assert.ok(Date.now() - t0 < 8000, `run took ${Date.now() - t0} ms`);
       assert.equal(g.thawProven, true);

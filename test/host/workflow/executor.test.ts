@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { resolveConfig } from '../../../src/config/load.js';
 import { forgetLockSecrets } from '../../../src/guest/lock.js';
 import { captureLogger } from '../../../src/log/logger.js';
-import { EXIT } from '../../../src/report/exit-codes.js';
+import { EXIT } from '../../../src/workflow/exit-code.js';
 import { execute } from '../../../src/workflow/executor.js';
 import { newRunId, plan } from '../../../src/workflow/plan.js';
 import { SignalGuard } from '../../../src/workflow/signals.js';

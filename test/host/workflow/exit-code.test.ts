@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EXIT, exitCodeFor, worseExit } from '../../../src/report/exit-codes.js';
+import { EXIT, exitCodeFor, worseExit } from '../../../src/workflow/exit-code.js';
 import type { GuestResult, RunError, RunReport } from '../../../src/workflow/results.js';
 
 function guest(ok: boolean, errors: RunError[] = [], thawProven?: boolean): GuestResult {
