@@ -1,13 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { QuiesceError } from '../errors.js';
-import { isEnabled, hasWatchdog, parseCapabilities } from '../guest/capabilities.js';
 import { describeConnector } from '../config/connector.js';
 import { guestAgent } from '../guest/connect.js';
 import { acquireGuestLock } from '../guest/lock.js';
 import type { ResolvedConfig, ResolvedGuest } from '../config/types.js';
 import { Journal, ownerAlive } from '../workflow/journal.js';
 import { emergencyThaw } from '../workflow/emergency.js';
+import { preflight } from '../workflow/preflight.js';
 import { stoppedNote } from '../process/pid.js';
 import type { RunReport } from '../workflow/results.js';
 import { EXIT } from '../workflow/exit-code.js';
@@ -78,22 +78,14 @@ async function checkGuest(ctx: CliContext, g: ResolvedGuest): Promise<DoctorResu
     const t0 = performance.now();
     for (let i = 0; i < 5; i++) await agent.execute('guest-ping');
     r.rttMs = (performance.now() - t0) / 5;
-    const caps = parseCapabilities(await agent.execute('guest-info'));
-    r.agentVersion = caps.version;
-    r.watchdog = hasWatchdog(caps);
-    const needed = [
-      g.freeze === 'all' ? 'guest-fsfreeze-freeze' : 'guest-fsfreeze-freeze-list',
-      'guest-fsfreeze-thaw',
-      'guest-fsfreeze-status',
-    ];
-    r.missingCommands = needed.filter((c) => !isEnabled(caps, c));
-    r.status = String(await agent.execute('guest-fsfreeze-status'));
-    if (isEnabled(caps, 'guest-get-fsinfo')) {
-      const fs = (await agent.execute('guest-get-fsinfo')) as { mountpoint: string }[];
-      r.mountpoints = fs.map((f) => f.mountpoint);
-      if (g.freeze !== 'all') r.notMounted = g.freeze.filter((m) => !r.mountpoints!.includes(m));
-    }
-    r.ok = r.missingCommands.length === 0 && r.status === 'thawed' && !r.notMounted?.length;
+    const found = await preflight(agent, { guest: g.name, freeze: g.freeze, timeoutMs: g.timeouts.commandMs });
+    r.agentVersion = found.caps.version;
+    r.watchdog = found.watchdog;
+    r.missingCommands = [...found.missingCommands];
+    if (found.status !== undefined) r.status = found.status;
+    if (found.mountpoints) r.mountpoints = [...found.mountpoints];
+    if (g.freeze !== 'all' && found.mountpoints) r.notMounted = [...found.notMounted];
+    r.ok = found.problems.length === 0;
   } catch (err) {
     r.error = (err as Error).message;
   } finally {

@@ -177,15 +177,15 @@ async function runUnit(
 async function postSteps(r: GuestRun, log: Log, signals: SignalGuard, stop: AbortSignal): Promise<void> {
   const g = r.plan;
   const steps: [string, () => Promise<void>][] = [['snapshot-complete', () => r.completeSnapshot(stop)]];
-  if (g.backup) steps.push(['backup', () => r.command('backup', g.backup!, stop)]);
-  if (g.verify) steps.push(['verify', () => r.command('verify', g.verify!, stop)]);
+  if (g.backup) steps.push(['backup', () => r.processStep('backup', g.backup!, stop)]);
+  if (g.verify) steps.push(['verify', () => r.processStep('verify', g.verify!, stop)]);
   if (g.prune)
     steps.push([
       'prune',
       async () => void (await r.step('prune', () => prune(g.name, g.prune!, { log, dryRun: false }))),
     ]);
   for (const [i, h] of g.postHooks.entries())
-    steps.push([`post-hook ${i + 1}`, () => r.command(`post-hook ${i + 1}`, h, stop)]);
+    steps.push([`post-hook ${i + 1}`, () => r.processStep(`post-hook ${i + 1}`, h, stop)]);
   for (const [name, run] of steps) {
     if (signals.received) {
       r.addError('INTERRUPTED', interrupted(signals, `${name} not started`).message, name);

@@ -1,19 +1,14 @@
 import { QuiesceError, type ErrorCode } from '../errors.js';
-import {
-  hasWatchdog,
-  isEnabled,
-  parseCapabilities,
-  WATCHDOG_SET_LIMIT,
-  type Capabilities,
-} from '../guest/capabilities.js';
+import { hasWatchdog, WATCHDOG_SET_LIMIT, type Capabilities } from '../guest/capabilities.js';
 import { guestAgent } from '../guest/connect.js';
 import { acquireGuestLock, type HeldLock } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';
 import { runProcess } from '../process/run.js';
 import { snapshotProvider, type SnapshotProvider, type SnapshotTaken } from '../snapshot/index.js';
-import type { GuestPlan, PlannedCommand } from './plan.js';
+import type { GuestPlan, PlannedProcess } from './plan.js';
 import type { GuestResult, RunError } from './results.js';
+import { preflight } from './preflight.js';
 import { thawAndProve } from './thaw.js';
 
 /** How a run reaches guests (tests substitute connectors). */
@@ -28,15 +23,15 @@ export const WATCHDOG_MARGIN_S = 30;
 /** One guest's part of a run: its agent, lock and result. */
 export class GuestRun {
   readonly result: GuestResult;
-  agent: GuestAgent | undefined;
-  caps: Capabilities | undefined;
+  private agent: GuestAgent | undefined;
+  private caps: Capabilities | undefined;
   private lock: HeldLock | undefined;
   private freezeSentAt: number | undefined;
-  frozenAt: number | undefined;
+  private frozenAtMs: number | undefined;
   private taken: SnapshotTaken | undefined;
   private thawedAt: number | undefined;
-  freezeAttempted = false;
-  hooksRan = false;
+  private attempted = false;
+  private ranHooks = false;
   /** One per run: a provider keeps state from prepare to dispose (a QMP connection, its block jobs). */
   private readonly provider: SnapshotProvider;
 
@@ -58,6 +53,21 @@ export class GuestRun {
       errors: [],
     };
     this.provider = snapshotProvider(plan.snapshot);
+  }
+
+  /** performance.now() when the freeze's reply came (the guard measures a group's skew). */
+  get frozenAt(): number | undefined {
+    return this.frozenAtMs;
+  }
+
+  /** A freeze was sent: the guard must thaw this guest whatever happens next. */
+  get freezeAttempted(): boolean {
+    return this.attempted;
+  }
+
+  /** Pre-hooks ran before the freeze: the backup is application-consistent. */
+  get hooksRan(): boolean {
+    return this.ranHooks;
   }
 
   /** Times a step into the result; returns its value or rethrows. */
@@ -92,8 +102,8 @@ export class GuestRun {
     this.result.errors.push(e);
   }
 
-  /** A command step outside the frozen window (hooks, backup, verify); a non-zero exit is an error. */
-  async command(name: string, c: PlannedCommand, signal?: AbortSignal): Promise<void> {
+  /** A step that runs a process outside the frozen window (hooks, backup, verify); a non-zero exit fails it. */
+  async processStep(name: string, c: PlannedProcess, signal?: AbortSignal): Promise<void> {
     await this.step(name, async () => {
       const r = await runProcess(c.argv, {
         timeoutMs: c.timeoutMs,
@@ -140,48 +150,15 @@ export class GuestRun {
       await this.agent.execute('guest-ping', undefined, { timeoutMs: g.timeouts.connectMs });
     });
     await this.step('preflight', async () => {
-      const caps = parseCapabilities(await this.exec('guest-info'));
-      this.caps = caps;
-      // Status first: a frozen agent disables the freeze commands, and "already frozen" is the real news.
-      if (isEnabled(caps, 'guest-fsfreeze-status')) {
-        const status = await this.exec('guest-fsfreeze-status');
-        if (status !== 'thawed') {
-          throw new QuiesceError(
-            'ALREADY_FROZEN',
-            `the guest is already frozen (status ${String(status)}): another tool or a crashed run froze it; see 'quiesce recover'`,
-            {
-              guest: g.name,
-            },
-          );
-        }
-      }
-      const freezeCommand = g.freeze === 'all' ? 'guest-fsfreeze-freeze' : 'guest-fsfreeze-freeze-list';
-      for (const c of [freezeCommand, 'guest-fsfreeze-thaw', 'guest-fsfreeze-status']) {
-        if (!isEnabled(caps, c)) {
-          throw new QuiesceError(
-            'COMMAND_UNAVAILABLE',
-            `the agent (${caps.version}) has ${caps.commands.has(c) ? 'disabled' : 'no'} ${c}`,
-            { guest: g.name },
-          );
-        }
-      }
-      if (g.freeze !== 'all' && isEnabled(caps, 'guest-get-fsinfo')) {
-        // The reference silently ignores a listed path that is not a mount; catch it before freezing.
-        const fsinfo = (await this.exec('guest-get-fsinfo')) as { mountpoint?: unknown }[];
-        const mounted = new Set(fsinfo.map((f) => f.mountpoint));
-        const missing = g.freeze.filter((m) => !mounted.has(m));
-        if (missing.length) {
-          throw new QuiesceError('CONFIG_MISMATCH', `not mounted in the guest: ${missing.join(', ')}`, {
-            guest: g.name,
-          });
-        }
-      }
+      const found = await preflight(this.agent!, { guest: g.name, freeze: g.freeze, timeoutMs: g.timeouts.commandMs });
+      this.caps = found.caps;
+      if (found.problems[0]) throw found.problems[0];
     });
     // The provider's set-up (a QMP connection, target files) fails here, before hooks or a freeze.
     const prepare = this.provider.prepare?.bind(this.provider);
     if (prepare) await this.step('snapshot-prepare', () => prepare({ guest: g.name, log: this.log }));
-    for (const [i, h] of g.preHooks.entries()) await this.command(`pre-hook ${i + 1}`, h, signal);
-    this.hooksRan = g.preHooks.length > 0;
+    for (const [i, h] of g.preHooks.entries()) await this.processStep(`pre-hook ${i + 1}`, h, signal);
+    this.ranHooks = g.preHooks.length > 0;
   }
 
   exec(command: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<unknown> {
@@ -199,14 +176,14 @@ export class GuestRun {
   async freeze(): Promise<void> {
     const g = this.plan;
     await this.step('freeze', async () => {
-      this.freezeAttempted = true;
+      this.attempted = true;
       this.freezeSentAt = performance.now();
       const n = (await (g.freeze === 'all'
         ? this.exec('guest-fsfreeze-freeze', undefined, g.timeouts.freezeMs)
         : this.exec('guest-fsfreeze-freeze-list', { mountpoints: [...g.freeze] }, g.timeouts.freezeMs))) as number;
-      this.frozenAt = performance.now();
+      this.frozenAtMs = performance.now();
       this.result.frozenFilesystems = n;
-      this.result.freezeMs = Math.round((this.frozenAt - this.freezeSentAt) * 100) / 100;
+      this.result.freezeMs = Math.round((this.frozenAtMs - this.freezeSentAt) * 100) / 100;
       this.log({ kind: 'frozen', guest: g.name, filesystems: n, freezeMs: this.result.freezeMs });
       if (g.freeze !== 'all' && n < g.freeze.length) {
         throw new QuiesceError(

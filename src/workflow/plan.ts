@@ -5,8 +5,8 @@ import { fillArgv, fillPlaceholders, timeValues, type PlaceholderValues } from '
 import type { FailurePolicy, PruneConfig, ResolvedConfig, ResolvedGuest, Timeouts } from '../config/types.js';
 import { planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
 
-/** A command step with its argv resolved for this run. */
-export interface PlannedCommand {
+/** A process a step runs (hook, backup, verify, notify), its argv resolved for this run. */
+export interface PlannedProcess {
   readonly argv: readonly string[];
   readonly timeoutMs: number;
 }
@@ -20,13 +20,13 @@ export interface GuestPlan {
   readonly freeze: 'all' | readonly string[];
   readonly timeouts: Timeouts;
   readonly maxReplyBytes: number;
-  readonly preHooks: readonly PlannedCommand[];
+  readonly preHooks: readonly PlannedProcess[];
   /** Runs inside the frozen window; its timeout never exceeds the budget. */
   readonly snapshot: PlannedSnapshot;
-  readonly backup: PlannedCommand | undefined;
-  readonly verify: PlannedCommand | undefined;
+  readonly backup: PlannedProcess | undefined;
+  readonly verify: PlannedProcess | undefined;
   readonly prune: (PruneConfig & { readonly match: string }) | undefined;
-  readonly postHooks: readonly PlannedCommand[];
+  readonly postHooks: readonly PlannedProcess[];
 }
 
 /** A guest on its own, or a consistency group frozen together. */
@@ -47,7 +47,7 @@ export interface Plan {
   readonly concurrency: number;
   readonly failurePolicy: FailurePolicy;
   readonly units: readonly UnitPlan[];
-  readonly notify: PlannedCommand | undefined;
+  readonly notify: PlannedProcess | undefined;
 }
 
 export function newRunId(now: Date): string {
@@ -94,7 +94,7 @@ export function plan(config: ResolvedConfig, jobName: string, opts: { runId: str
 }
 
 function planGuest(g: ResolvedGuest, values: PlaceholderValues, budgetMs: number): GuestPlan {
-  const cmd = (argv: readonly string[], timeoutMs: number): PlannedCommand => ({
+  const cmd = (argv: readonly string[], timeoutMs: number): PlannedProcess => ({
     argv: fillArgv(argv, values),
     timeoutMs,
   });

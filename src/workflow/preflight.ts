@@ -1,0 +1,74 @@
+import { QuiesceError } from '../errors.js';
+import { hasWatchdog, isEnabled, parseCapabilities, type Capabilities } from '../guest/capabilities.js';
+import type { GuestAgent } from '../guest/types.js';
+
+/** What a preflight found out about a guest's agent, and what stands in the way of a freeze. */
+export interface PreflightResult {
+  readonly caps: Capabilities;
+  /** guest-fsfreeze-status, when the agent has it enabled. */
+  readonly status: string | undefined;
+  /** The freeze commands this guest needs that the agent lacks or has disabled. */
+  readonly missingCommands: readonly string[];
+  readonly watchdog: boolean;
+  /** Mountpoints the agent reports (guest-get-fsinfo), when it has the command. */
+  readonly mountpoints: readonly string[] | undefined;
+  /** Listed mountpoints the guest does not have (the reference silently skips them when freezing). */
+  readonly notMounted: readonly string[];
+  /** Every reason not to freeze, most telling first (already frozen is the real news); empty when clear. */
+  readonly problems: readonly QuiesceError[];
+}
+
+/**
+ * The checks before a freeze, shared by `run`/`freeze` (which stop at the
+ * first problem) and `doctor` (which shows them all): the agent's commands,
+ * its freeze status and the listed mountpoints.
+ */
+export async function preflight(
+  agent: GuestAgent,
+  o: { readonly guest: string; readonly freeze: 'all' | readonly string[]; readonly timeoutMs: number },
+): Promise<PreflightResult> {
+  const exec = (command: string): Promise<unknown> => agent.execute(command, undefined, { timeoutMs: o.timeoutMs });
+  const caps = parseCapabilities(await exec('guest-info'));
+  const problems: QuiesceError[] = [];
+  // Status first: a frozen agent disables the freeze commands, and "already frozen" is the real news.
+  const status = isEnabled(caps, 'guest-fsfreeze-status') ? String(await exec('guest-fsfreeze-status')) : undefined;
+  if (status !== undefined && status !== 'thawed') {
+    problems.push(
+      new QuiesceError(
+        'ALREADY_FROZEN',
+        `the guest is already frozen (status ${status}): another tool or a crashed run froze it; see 'quiesce recover'`,
+        { guest: o.guest },
+      ),
+    );
+  }
+  const needed = [
+    o.freeze === 'all' ? 'guest-fsfreeze-freeze' : 'guest-fsfreeze-freeze-list',
+    'guest-fsfreeze-thaw',
+    'guest-fsfreeze-status',
+  ];
+  const missingCommands = needed.filter((c) => !isEnabled(caps, c));
+  for (const c of missingCommands) {
+    problems.push(
+      new QuiesceError(
+        'COMMAND_UNAVAILABLE',
+        `the agent (${caps.version}) has ${caps.commands.has(c) ? 'disabled' : 'no'} ${c}`,
+        { guest: o.guest },
+      ),
+    );
+  }
+  let mountpoints: string[] | undefined;
+  let notMounted: string[] = [];
+  if (isEnabled(caps, 'guest-get-fsinfo')) {
+    const fsinfo = (await exec('guest-get-fsinfo')) as { mountpoint?: unknown }[];
+    mountpoints = fsinfo.map((f) => String(f.mountpoint));
+    if (o.freeze !== 'all') {
+      const mounted = new Set(mountpoints);
+      notMounted = o.freeze.filter((m) => !mounted.has(m));
+      if (notMounted.length)
+        problems.push(
+          new QuiesceError('CONFIG_MISMATCH', `not mounted in the guest: ${notMounted.join(', ')}`, { guest: o.guest }),
+        );
+    }
+  }
+  return { caps, status, missingCommands, watchdog: hasWatchdog(caps), mountpoints, notMounted, problems };
+}
