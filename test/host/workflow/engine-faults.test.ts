@@ -245,20 +245,28 @@ for (const kind of KINDS) {
 
     // qemu-ga thaws every mount of its machine; two of them on one kernel thaw each other's filesystems,
     // so a group on one host is only meaningful with quiesce-agent's include list (real guests have their own kernels).
-    const groupTest = kind === 'qemu-ga' ? undefined : test;
-    void groupTest?.('a consistency group freezes both, reports the skew, thaws both', async () => {
-      const { report, events } = await run({
-        guests: { a: guest(agentA, fsA, ['sleep', '0.2']), b: guest(agentB, fsB, ['sleep', '0.2']) },
-        jobs: { j: { groups: [['a', 'b']] } },
-      });
-      assert.equal(report.exitCode, EXIT.OK, JSON.stringify(report.guests.map((g) => g.errors)));
-      assert.equal(report.units[0]!.kind, 'group');
-      assert.ok(report.units[0]!.skewMs !== undefined && report.units[0]!.skewMs < 1000);
-      assert.ok(events.some((e) => e.kind === 'group-frozen'));
-      for (const g of report.guests) assert.equal(g.thawProven, true);
-      await thawedNow(fsA);
-      await thawedNow(fsB);
-    });
+    test(
+      'a consistency group freezes both, reports the skew, thaws both',
+      {
+        skip:
+          kind === 'qemu-ga'
+            ? 'two qemu-ga on one kernel thaw each other (qemu-ga thaws every mount it sees); quiesce-agent and the TCG e2e cover groups'
+            : false,
+      },
+      async () => {
+        const { report, events } = await run({
+          guests: { a: guest(agentA, fsA, ['sleep', '0.2']), b: guest(agentB, fsB, ['sleep', '0.2']) },
+          jobs: { j: { groups: [['a', 'b']] } },
+        });
+        assert.equal(report.exitCode, EXIT.OK, JSON.stringify(report.guests.map((g) => g.errors)));
+        assert.equal(report.units[0]!.kind, 'group');
+        assert.ok(report.units[0]!.skewMs !== undefined && report.units[0]!.skewMs < 1000);
+        assert.ok(events.some((e) => e.kind === 'group-frozen'));
+        for (const g of report.guests) assert.equal(g.thawProven, true);
+        await thawedNow(fsA);
+        await thawedNow(fsB);
+      },
+    );
 
     test('a group member that cannot be reached means nobody in the group is frozen', async () => {
       const { report } = await run({
