@@ -2,7 +2,7 @@ import { runProcess } from '../process/run.js';
 import { QuiesceError } from '../errors.js';
 import { localFreezeProblems } from '../config/frozen-paths.js';
 import { describeConnector, type ConnectorSpec } from '../config/connector.js';
-import { DEFAULTS } from '../config/load.js';
+import { DEFAULTS } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/types.js';
 import { freezeGuard } from '../workflow/freeze-guard.js';
 import { defaultAgentFactory, GuestRun } from '../workflow/guest-run.js';

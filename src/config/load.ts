@@ -1,9 +1,12 @@
 import { cosmiconfig } from 'cosmiconfig';
 import { readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join, posix } from 'node:path';
 import type { z } from 'zod';
 import { QuiesceError } from '../errors.js';
+import { DEFAULTS, defaultStateDir } from './defaults.js';
+
+// TODO(startup work): cli/main.ts still imports it from here.
+export { defaultStateDir };
 import { configSchema, type ParsedConfig, type ParsedGuest } from './schema.js';
 import { unknownPlaceholders, usesPlaceholder } from './placeholders.js';
 import { localFreezeProblems } from './frozen-paths.js';
@@ -22,21 +25,6 @@ export class ConfigError extends QuiesceError {
 }
 
 export const MODULE_NAME = 'quiesce';
-
-export const DEFAULTS = {
-  budgetMs: 10_000,
-  concurrency: 4,
-  failurePolicy: 'fail',
-  timeouts: { connectMs: 5_000, freezeMs: 60_000, thawMs: 30_000, commandMs: 10_000 },
-  /** Backup, verify and hook steps run outside the frozen window. */
-  stepMs: 3_600_000,
-  maxReplyBytes: 10 * 1024 * 1024,
-} as const;
-
-export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (process.getuid?.() === 0) return '/var/lib/quiesce';
-  return join(env['XDG_STATE_HOME'] ?? join(homedir(), '.local', 'state'), 'quiesce');
-}
 
 const searchPlaces = [
   'quiesce.config.yaml',

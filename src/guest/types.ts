@@ -1,3 +1,5 @@
+import { DEFAULTS } from '../config/defaults.js';
+
 /** Options for one agent command. */
 export interface ExecOptions {
   /** Milliseconds to wait for the reply; defaults per command (see defaultTimeout). */
@@ -37,13 +39,13 @@ export function defaultTimeout(command: string): number {
   switch (command) {
     case 'guest-sync':
     case 'guest-sync-delimited':
-      return 5_000;
+      return DEFAULTS.syncMs;
     case 'guest-fsfreeze-freeze':
     case 'guest-fsfreeze-freeze-list':
-      return 60_000;
+      return DEFAULTS.timeouts.freezeMs;
     case 'guest-fsfreeze-thaw':
-      return 30_000;
+      return DEFAULTS.timeouts.thawMs;
     default:
-      return 10_000;
+      return DEFAULTS.timeouts.commandMs;
   }
 }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { QuiesceError } from '../errors.js';
 import { describeConnector, type ConnectorSpec } from '../config/connector.js';
+import { DEFAULTS } from '../config/defaults.js';
 import { fillArgv, fillPlaceholders, timeValues, type PlaceholderValues } from '../config/placeholders.js';
 import type { FailurePolicy, PruneConfig, ResolvedConfig, ResolvedGuest, Timeouts } from '../config/types.js';
 import { planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
@@ -89,7 +90,9 @@ export function plan(config: ResolvedConfig, jobName: string, opts: { runId: str
     concurrency: job.concurrency,
     failurePolicy: job.failurePolicy,
     units,
-    notify: job.notify ? { argv: fillArgv(job.notify, { ...base, guest: '' }), timeoutMs: 60_000 } : undefined,
+    notify: job.notify
+      ? { argv: fillArgv(job.notify, { ...base, guest: '' }), timeoutMs: DEFAULTS.notifyMs }
+      : undefined,
   };
 }
 
@@ -105,12 +108,12 @@ function planGuest(g: ResolvedGuest, values: PlaceholderValues, budgetMs: number
     freeze: g.freeze,
     timeouts: g.timeouts,
     maxReplyBytes: g.maxReplyBytes,
-    preHooks: g.hooks.pre.map((h) => cmd(h, g.timeouts.commandMs * 6)),
+    preHooks: g.hooks.pre.map((h) => cmd(h, g.timeouts.commandMs * DEFAULTS.hookTimeoutFactor)),
     snapshot: planSnapshot(g.snapshot, values, { budgetMs, timeouts: g.timeouts }),
     backup: g.backup ? cmd(g.backup.argv, g.backup.timeoutMs) : undefined,
     verify: g.verify ? cmd(g.verify.argv, g.verify.timeoutMs) : undefined,
     prune: g.prune ? { ...g.prune, match: fillPlaceholders(g.prune.match, values) } : undefined,
-    postHooks: g.hooks.post.map((h) => cmd(h, g.timeouts.commandMs * 6)),
+    postHooks: g.hooks.post.map((h) => cmd(h, g.timeouts.commandMs * DEFAULTS.hookTimeoutFactor)),
   };
 }
 

@@ -1,4 +1,5 @@
 import type { ConnectorSpec } from '../config/connector.js';
+import { DEFAULTS } from '../config/defaults.js';
 import { guestAgent } from '../guest/connect.js';
 import { acquireGuestLock, LockedError } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
@@ -11,9 +12,6 @@ import { thawAndProve } from './thaw.js';
 export type RecoveryAgentFactory = (connector: ConnectorSpec, log: Log) => GuestAgent;
 
 const defaultFactory: RecoveryAgentFactory = (c, log) => guestAgent(c, { onEvent: log });
-
-/** How long recovery waits for a thaw reply (no config for a guest that may have left it). */
-export const RECOVERY_THAW_MS = 30_000;
 
 /**
  * Every command starts here: journal records left by a process that is no
@@ -62,7 +60,7 @@ export async function recover(
       const t = await thawAndProve(agent, {
         guest: r.guest,
         log,
-        thawTimeoutMs: RECOVERY_THAW_MS,
+        thawTimeoutMs: DEFAULTS.recoveryThawMs,
         ...(r.frozen !== undefined ? { frozen: r.frozen } : {}),
         zeroIsThawed: true,
       });
