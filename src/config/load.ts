@@ -1,12 +1,9 @@
 import { cosmiconfig } from 'cosmiconfig';
 import { readFileSync } from 'node:fs';
-import { join, posix } from 'node:path';
+import { posix } from 'node:path';
 import type { z } from 'zod';
 import { QuiesceError } from '../errors.js';
 import { DEFAULTS, defaultStateDir } from './defaults.js';
-
-// TODO(startup work): cli/main.ts still imports it from here.
-export { defaultStateDir };
 import { configSchema, type ParsedConfig, type ParsedGuest } from './schema.js';
 import { unknownPlaceholders, usesPlaceholder } from './placeholders.js';
 import { localFreezeProblems } from './frozen-paths.js';
@@ -376,3 +373,6 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
     maxReplyBytes: g.maxReplyBytes ?? DEFAULTS.maxReplyBytes,
   };
 }
+
+// cli/main.ts still takes it from here until its imports go lazy (start-up work in progress).
+export { defaultStateDir };
