@@ -1,11 +1,18 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import globals from 'globals';
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', '**/build/**', 'node_modules/**', 'agent/bin/**', '**/*.mjs', 'eslint.config.js'] },
+  { ignores: ['**/dist/**', '**/build/**', 'node_modules/**', 'agent/bin/**', 'eslint.config.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
+    // Build and run scripts: plain JavaScript on Node, no type information.
+    files: ['**/*.mjs'],
+    languageOptions: { globals: { ...globals.node } },
+  },
+  {
+    files: ['**/*.ts'],
     languageOptions: {
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
