@@ -30,7 +30,7 @@ export class QuiesceError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
-    options: { cause?: unknown; guest?: string } = {},
+    options: { cause?: unknown; guest?: string | undefined } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'QuiesceError';

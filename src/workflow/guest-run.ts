@@ -235,7 +235,7 @@ export class GuestRun {
       );
     }
     this.result.thawProven = outcome?.proven === true;
-    this.result.thawedFilesystems = outcome?.thawed;
+    if (outcome?.thawed !== undefined) this.result.thawedFilesystems = outcome.thawed;
     if (outcome?.thawMs !== undefined) this.result.thawMs = outcome.thawMs;
     // The window ends with the thaw's reply (or now, if no thaw was confirmed).
     if (this.freezeSentAt !== undefined) {

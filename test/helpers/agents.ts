@@ -35,12 +35,12 @@ export interface RunningAgent {
 
 export interface StartOptions {
   /** Reuse a state dir (restart after a crash). */
-  statedir?: string;
+  statedir?: string | undefined;
   /** Extra command-line flags. */
-  args?: readonly string[];
-  env?: NodeJS.ProcessEnv;
+  args?: readonly string[] | undefined;
+  env?: NodeJS.ProcessEnv | undefined;
   /** A command the agent's command line is appended to (`unshare …`, `nsenter …`); it must exec the agent in place. */
-  wrap?: readonly string[];
+  wrap?: readonly string[] | undefined;
 }
 
 /**

@@ -45,20 +45,20 @@ export type Action = 'run' | 'help' | 'version' | 'dump-conf' | 'list-rpcs';
 export class UsageError extends Error {}
 
 interface Raw {
-  method?: string;
-  path?: string;
-  logfile?: string;
-  pidfile?: string;
-  fsfreezeHook?: string;
-  statedir?: string;
+  method?: string | undefined;
+  path?: string | undefined;
+  logfile?: string | undefined;
+  pidfile?: string | undefined;
+  fsfreezeHook?: string | undefined;
+  statedir?: string | undefined;
   verbose?: boolean;
   daemonize?: boolean;
   retryPath?: boolean;
   blockRpcs?: string[];
   allowRpcs?: string[];
   fsfreezeInclude?: string[];
-  fsfreezeHookTimeout?: string;
-  fsfreezeLimit?: string;
+  fsfreezeHookTimeout?: string | undefined;
+  fsfreezeLimit?: string | undefined;
 }
 
 interface FlagSpec {

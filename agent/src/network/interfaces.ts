@@ -4,9 +4,10 @@ import type { Address, Link } from './sources.js';
 /** GuestNetworkInterface as the reference fills it (members absent when it has nothing). */
 export type GuestNetworkInterface = {
   name: string;
-  'hardware-address'?: string;
+  // Set to undefined when the reference has nothing: the encoder leaves such members out.
+  'hardware-address'?: string | undefined;
   'ip-addresses'?: { 'ip-address': string; 'ip-address-type': 'ipv4' | 'ipv6'; prefix: number }[];
-  statistics?: InterfaceStats;
+  statistics?: InterfaceStats | undefined;
 };
 
 /** The link a name belongs to: itself, or the part before ':' for an address label. */

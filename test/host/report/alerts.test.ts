@@ -105,9 +105,9 @@ describe('Prometheus alerting rules (config/prometheus)', () => {
   });
 });
 
-function guest(name: string, over: Partial<GuestResult> = {}): GuestResult {
+function guest(name: string, over: Partial<GuestResult> = {}, without: (keyof GuestResult)[] = []): GuestResult {
   const at = '2026-11-25T02:30:00.000Z';
-  return {
+  const g: GuestResult = {
     guest: name,
     address: `/run/${name}.sock`,
     unit: name,
@@ -125,6 +125,8 @@ function guest(name: string, over: Partial<GuestResult> = {}): GuestResult {
     snapshotFiles: [RULES],
     ...over,
   };
+  for (const k of without) delete g[k];
+  return g;
 }
 
 function report(job: string, endedAt: string, exitCode: number, guests: GuestResult[]): RunReport {
@@ -159,7 +161,7 @@ describe('metrics textfile (src/report/metrics.ts) against promtool check metric
         steps: [{ name: 'verify', ok: false, startedAt: '2026-11-26T02:30:00.000Z', durationMs: 5, error: 'exit 1' }],
         errors: [{ code: 'STEP_FAILED', message: 'verify: exit 1', step: 'verify' }],
       }),
-      guest('app01', { consistency: 'crash', thawProven: undefined, frozenWindowMs: undefined }),
+      guest('app01', { consistency: 'crash' }, ['thawProven', 'frozenWindowMs']),
     ]),
     // Another job, and label values that need escaping.
     report('weekly "full"', '2026-11-27T03:00:00.000Z', 1, [guest('vm\\01\nb', { ok: false, consistency: 'none' })]),
