@@ -1,7 +1,7 @@
 import { fillArgv, fillExcept, type PlaceholderValues } from '../config/placeholders.js';
 import type { SnapshotConfig, Timeouts } from '../config/types.js';
 import { commandProvider } from './command.js';
-import { qmpProvider } from './qmp.js';
+import { qmpProvider } from './qmp/index.js';
 import type { PlannedSnapshot, SnapshotProvider } from './types.js';
 
 /** The provider for a planned snapshot (a fresh instance per guest run: providers keep state between steps). */
@@ -37,4 +37,4 @@ export function planSnapshot(
 }
 
 export type { PlannedQmpSnapshot, PlannedSnapshot, SnapshotProvider, SnapshotTaken, SnapshotContext } from './types.js';
-export { QmpClient, QmpError, type QmpEvent } from './qmp-client.js';
+export { QmpClient, QmpError, type QmpEvent } from '../qmp/client.js';

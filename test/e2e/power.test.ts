@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { guestAgent } from '../../src/guest/connect.js';
 import { isEnabled, parseCapabilities } from '../../src/guest/capabilities.js';
 import type { GuestAgent } from '../../src/guest/types.js';
-import { QmpClient } from '../../src/snapshot/qmp-client.js';
+import { QmpClient } from '../../src/qmp/client.js';
 import { haveQemuGa, type AgentKind } from '../helpers/agents.js';
 import { bootGuest, guestUnavailable, waitForAgentSync, type Guest } from '../helpers/vm/qemu.js';
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { QuiesceError } from '../../../src/errors.js';
 import { captureLogger } from '../../../src/log/logger.js';
 import { snapshotProvider, type PlannedQmpSnapshot, type SnapshotProvider } from '../../../src/snapshot/index.js';
-import { QmpClient } from '../../../src/snapshot/qmp-client.js';
+import { QmpClient } from '../../../src/qmp/client.js';
 import { isRoot } from '../../helpers/agents.js';
 import { FakeQmp } from '../../helpers/fake-qmp.js';
 import { bareQemuUnavailable, startBareQemu, type BareQemu } from '../../helpers/vm/bare-qemu.js';

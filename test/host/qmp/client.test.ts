@@ -1,7 +1,7 @@
 import { afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { QuiesceError } from '../../../src/errors.js';
-import { QmpClient, QmpError } from '../../../src/snapshot/qmp-client.js';
+import { QmpClient, QmpError } from '../../../src/qmp/client.js';
 import { FakeQmp, type FakeQmpConnection, type FakeQmpRequest } from '../../helpers/fake-qmp.js';
 
 describe('QMP client (against a scripted QMP server)', () => {

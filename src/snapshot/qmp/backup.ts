@@ -1,0 +1,170 @@
+import { QuiesceError } from '../../errors.js';
+import { formatDuration } from '../../config/duration.js';
+import type { Log } from '../../log/logger.js';
+import type { QmpClient } from '../../qmp/client.js';
+import type { PlannedQmpSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from '../types.js';
+import { BlockJobs } from './block-jobs.js';
+import { runName, type Disk } from './disks.js';
+import { QmpSession } from './session.js';
+
+/**
+ * Mode `backup`: before the freeze it creates one target file per disk
+ * (exclusively, never overwriting; raw sized to the disk, or a qcow2 made by
+ * `blockdev-create`) and adds it as a node (`blockdev-add`); inside the window
+ * one `transaction` of `blockdev-backup` (sync full) starts a job per disk —
+ * the point in time is the job start, so take() returns with the
+ * transaction's reply; after the thaw complete() waits for every
+ * BLOCK_JOB_COMPLETED, fails on an error or cancellation, and removes the nodes.
+ */
+export function backupProvider(s: PlannedQmpSnapshot): SnapshotProvider {
+  return new QmpBackup(s);
+}
+
+/** One run's state from the connection on. */
+interface BackupRun {
+  readonly session: QmpSession;
+  /** Watched from before the transaction that starts them. */
+  readonly jobs: BlockJobs;
+  /** Nodes this run added, in order. */
+  readonly nodes: string[];
+}
+
+class QmpBackup implements SnapshotProvider {
+  private preparing: Promise<BackupRun> | undefined;
+  private disposing: Promise<void> | undefined;
+  /** Set as soon as connected, so that dispose() undoes whatever a failed prepare() got to. */
+  private run: BackupRun | undefined;
+
+  constructor(private readonly s: PlannedQmpSnapshot) {}
+
+  describe(): string {
+    const s = this.s;
+    const disks = s.disks === 'all' ? 'all disks' : s.disks.join(', ');
+    return `QMP unix:${s.socket}: one transaction of blockdev-backup (sync full) of ${disks} → ${s.target} (${s.format}); the copy finishes after the thaw (timeout ${formatDuration(s.timeoutMs)})`;
+  }
+
+  planSteps(): { beforeFreeze: string; afterThaw: string } {
+    const s = this.s;
+    return {
+      beforeFreeze: `snapshot set-up: connect to QMP, resolve the disks, create each target (never overwriting; ${s.format}) and blockdev-add it (timeout ${formatDuration(s.commandTimeoutMs)} per command)`,
+      afterThaw: `wait for BLOCK_JOB_COMPLETED of every copy (timeout ${formatDuration(s.timeoutMs)}; an error or a cancellation fails it), then blockdev-del the targets`,
+    };
+  }
+
+  async prepare(ctx: { readonly guest: string }): Promise<void> {
+    await this.prepared(ctx.guest);
+  }
+
+  private prepared(guest: string): Promise<BackupRun> {
+    this.preparing ??= this.open(guest);
+    return this.preparing;
+  }
+
+  private async open(guest: string): Promise<BackupRun> {
+    const session = await QmpSession.open(this.s, guest, {
+      anyNode: true,
+      transaction: (disks) => ({
+        actions: disks.map((d) => ({
+          type: 'blockdev-backup',
+          data: {
+            'job-id': runName(d, 'backup'),
+            device: d.node,
+            target: runName(d, 'fmt'),
+            sync: 'full',
+            'auto-dismiss': false,
+          },
+        })),
+        // One job failing cancels the others: a backup is all disks or nothing.
+        ...(disks.length > 1 ? { properties: { 'completion-mode': 'grouped' } } : {}),
+      }),
+    });
+    const jobs = session.disks.map((d) => ({ id: runName(d, 'backup'), disk: d.name, target: d.target }));
+    const run: BackupRun = { session, jobs: new BlockJobs(session.qmp, jobs, { guest }), nodes: [] };
+    this.run = run;
+    for (const d of session.disks) {
+      // A raw target is the disk's size (blockdev-backup wants equal sizes); blockdev-create sizes a qcow2.
+      await session.reserve(d, this.s.format === 'raw' ? d.size : undefined);
+      await this.addTarget(run, d);
+    }
+    return run;
+  }
+
+  /** Adds the target file as a protocol node and a format node on it (formatting a qcow2 first). */
+  private async addTarget(run: BackupRun, d: Disk): Promise<void> {
+    const qmp = run.session.qmp;
+    const fileNode = runName(d, 'file');
+    await qmp.execute('blockdev-add', { driver: 'file', 'node-name': fileNode, filename: d.target });
+    run.nodes.push(fileNode);
+    if (this.s.format === 'qcow2') await this.formatQcow2(qmp, d);
+    const formatNode = runName(d, 'fmt');
+    await qmp.execute('blockdev-add', { driver: this.s.format, 'node-name': formatNode, file: fileNode });
+    run.nodes.push(formatNode);
+  }
+
+  /** blockdev-create of a qcow2 on the target's file node, sized to the disk. */
+  private async formatQcow2(qmp: QmpClient, d: Disk): Promise<void> {
+    const jobId = runName(d, 'create');
+    const since = qmp.lastEventSeq();
+    await qmp.execute('blockdev-create', {
+      'job-id': jobId,
+      options: { driver: 'qcow2', file: runName(d, 'file'), size: d.size },
+    });
+    await qmp.waitForEvent(
+      (e) => e.event === 'JOB_STATUS_CHANGE' && e.data['id'] === jobId && e.data['status'] === 'concluded',
+      { since, timeoutMs: this.s.commandTimeoutMs * 3, what: `the end of ${jobId}` },
+    );
+    const jobs = await qmp.execute<{ id: string; error?: string }[]>('query-jobs');
+    const error = jobs.find((j) => j.id === jobId)?.error;
+    await qmp.execute('job-dismiss', { id: jobId });
+    if (error) throw new QuiesceError('QMP_ERROR', `creating the qcow2 target ${d.target} failed: ${error}`);
+  }
+
+  async take(ctx: SnapshotContext): Promise<SnapshotTaken> {
+    const run = await this.prepared(ctx.guest);
+    await run.session.take(ctx.signal);
+    return { files: run.session.targets, complete: (c) => this.complete(run, c) };
+  }
+
+  /** After the thaw: every job must end with BLOCK_JOB_COMPLETED and no error; then the target nodes go. */
+  private async complete(run: BackupRun, ctx: { readonly signal?: AbortSignal }): Promise<void> {
+    await run.jobs.wait(this.s.timeoutMs, ctx.signal);
+    // The copies are whole from here on: keep the files whatever the clean-up below says.
+    run.session.finish();
+    await run.jobs.dismiss();
+    // Closing the nodes flushes the targets to disk.
+    await removeNodes(run, true);
+  }
+
+  dispose(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+    this.disposing ??= this.close(ctx);
+    return this.disposing;
+  }
+
+  private async close(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+    const run = this.run;
+    if (!run) return;
+    try {
+      await run.session.dispose(ctx, async (accepted, warn) => {
+        // Jobs may be running (or about to) unless QEMU refused the transaction.
+        if (accepted !== false) await run.jobs.cancel(warn);
+        await removeNodes(run, false, warn);
+      });
+    } finally {
+      run.jobs.stop();
+    }
+  }
+}
+
+/** blockdev-del of the nodes this run added, newest first; `strict` rethrows the first failure. */
+async function removeNodes(run: BackupRun, strict: boolean, warn?: (message: string) => void): Promise<void> {
+  const qmp = run.session.qmp;
+  while (run.nodes.length) {
+    const node = run.nodes.pop()!;
+    try {
+      await qmp.execute('blockdev-del', { 'node-name': node });
+    } catch (err) {
+      if (strict) throw err;
+      warn?.(`could not remove QMP node ${node}: ${(err as Error).message}`);
+    }
+  }
+}
