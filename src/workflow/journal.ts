@@ -48,6 +48,8 @@ export class Journal {
   readonly dir: string;
   /** Operations on one record run in order (an update never lands after the removal). */
   private readonly chains = new Map<string, Promise<unknown>>();
+  /** The directory is made once per journal, not once per record. */
+  private made: Promise<unknown> | undefined;
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, 'journal');
@@ -67,19 +69,24 @@ export class Journal {
     return next;
   }
 
-  private async writeFile(path: string, record: JournalRecord): Promise<void> {
+  /** `durable`: fsync the file and the directory (the record before a freeze must survive a crash). */
+  private async writeFile(path: string, record: JournalRecord, durable: boolean): Promise<void> {
     const tmp = `${path}.tmp-${process.pid}`;
     try {
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      this.made ??= mkdir(this.dir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+        this.made = undefined;
+        throw err;
+      });
+      await this.made;
       const fh = await open(tmp, 'w', 0o600);
       try {
         await fh.writeFile(`${JSON.stringify(record)}\n`);
-        await fh.sync();
+        if (durable) await fh.sync();
       } finally {
         await fh.close();
       }
       await rename(tmp, path);
-      await fsyncPath(this.dir, 'r');
+      if (durable) await fsyncPath(this.dir, 'r');
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       throw new QuiesceError('JOURNAL', `cannot write the journal record ${path}: ${(err as Error).message}`, {
@@ -99,15 +106,19 @@ export class Journal {
     };
     const path = this.file(r.runId, r.guest);
     return this.serial(path, async () => {
-      await this.writeFile(path, record);
+      await this.writeFile(path, record, true);
       return record;
     });
   }
 
-  /** Adds what became known after the write (the frozen count); atomic like write. */
+  /**
+   * Adds what became known after the write (the frozen count); atomic like
+   * write, but not fsynced: if a crash loses it, recovery still has the
+   * durable record and proves the thaw by status alone.
+   */
   update(record: JournalRecord, patch: Pick<JournalRecord, 'frozen'>): Promise<void> {
     const path = this.file(record.runId, record.guest);
-    return this.serial(path, () => this.writeFile(path, { ...record, ...patch }));
+    return this.serial(path, () => this.writeFile(path, { ...record, ...patch }, false));
   }
 
   /**

@@ -141,7 +141,7 @@ export function runName(d: Disk, role: NameRole): string {
  */
 export async function reserveTarget(
   d: Disk,
-  o: { readonly size?: number; readonly guest: string; readonly onCreated: (path: string) => void },
+  o: { readonly size?: number | undefined; readonly guest: string; readonly onCreated: (path: string) => void },
 ): Promise<void> {
   let fh: FileHandle;
   try {
