@@ -24,6 +24,8 @@
  * that is not a tty, and polling it on a timer puts the timer's period in
  * front of every request, the thaw included.
  */
+/* pipe2() */
+#define _GNU_SOURCE
 #include <node_api.h>
 #include <uv.h>
 
@@ -31,6 +33,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <linux/fs.h>
 #include <string.h>
@@ -297,6 +300,109 @@ static napi_value js_unwatch(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * FITRIM can take minutes on a large filesystem: it runs on the thread pool so
+ * the agent's loop (child reaping, exec output, timers) goes on meanwhile.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char path[PATH_MAX + 1];
+  uint64_t minlen;
+  uint64_t len_out;
+  uint64_t minlen_out;
+  int rc;
+} trim_t;
+
+static void trim_execute(napi_env env, void *data) {
+  trim_t *t = data;
+  struct fstrim_range r;
+  int fd;
+  (void)env;
+  fd = open_mount(t->path);
+  if (fd < 0) {
+    t->rc = -errno;
+    return;
+  }
+  r.start = 0;
+  r.len = UINT64_MAX;
+  r.minlen = t->minlen;
+  if (ioctl(fd, FITRIM, &r) == -1) {
+    t->rc = errno;
+  } else {
+    t->rc = 0;
+    t->len_out = r.len;
+    t->minlen_out = r.minlen;
+  }
+  close(fd);
+}
+
+static void trim_complete(napi_env env, napi_status status, void *data) {
+  trim_t *t = data;
+  napi_value out, v;
+  napi_create_array_with_length(env, 3, &out);
+  napi_create_int32(env, status == napi_ok ? t->rc : -ECANCELED, &v);
+  napi_set_element(env, out, 0, v);
+  napi_create_bigint_uint64(env, t->len_out, &v);
+  napi_set_element(env, out, 1, v);
+  napi_create_bigint_uint64(env, t->minlen_out, &v);
+  napi_set_element(env, out, 2, v);
+  napi_resolve_deferred(env, t->deferred, out);
+  napi_delete_async_work(env, t->work);
+  free(t);
+}
+
+static napi_value js_fitrim(napi_env env, napi_callback_info info) {
+  size_t argc = 2, copied = 0;
+  napi_value argv[2], promise, name;
+  bool lossless;
+  trim_t *t;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "a path and a minimum length are required");
+    return NULL;
+  }
+  t = calloc(1, sizeof *t);
+  if (t == NULL) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (napi_get_value_string_utf8(env, argv[0], t->path, sizeof t->path, &copied) != napi_ok) {
+    free(t);
+    napi_throw_type_error(env, NULL, "the path must be a string");
+    return NULL;
+  }
+  if (copied >= sizeof t->path - 1) {
+    free(t);
+    napi_throw_range_error(env, NULL, "the path is too long");
+    return NULL;
+  }
+  /* A negative minimum wraps like the reference's int64 -> u64 assignment. */
+  if (napi_get_value_bigint_uint64(env, argv[1], &t->minlen, &lossless) != napi_ok) {
+    free(t);
+    napi_throw_type_error(env, NULL, "the minimum length must be a BigInt");
+    return NULL;
+  }
+  napi_create_promise(env, &t->deferred, &promise);
+  napi_create_string_utf8(env, "quiesce-agent:fitrim", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, trim_execute, trim_complete, t, &t->work);
+  napi_queue_async_work(env, t->work);
+  return promise;
+}
+
+static napi_value js_pipe(napi_env env, napi_callback_info info) {
+  int fds[2];
+  napi_value out, v;
+  (void)info;
+  if (pipe2(fds, O_CLOEXEC) == -1) return int_value(env, -errno);
+  napi_create_array_with_length(env, 2, &out);
+  napi_create_int32(env, fds[0], &v);
+  napi_set_element(env, out, 0, v);
+  napi_create_int32(env, fds[1], &v);
+  napi_set_element(env, out, 1, v);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"freeze", NULL, js_freeze, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -308,6 +414,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"watch", NULL, js_watch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"arm", NULL, js_arm, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unwatch", NULL, js_unwatch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pipe", NULL, js_pipe, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fitrim", NULL, js_fitrim, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -7,7 +7,11 @@ export type TypeSpec =
   | 'int'
   | 'bool'
   | 'number'
+  /** uint64: a negative int64 is accepted and wraps, as the reference's visitor does. */
+  | 'uint64'
   | { readonly list: TypeSpec }
+  /** A struct: members visited in schema order, then anything left over is unexpected. */
+  | { readonly struct: string; readonly members: readonly ArgSpec[] }
   | { readonly enum: string; readonly values: readonly string[] }
   /** An alternate of int and an enum (like GuestFileWhence). */
   | { readonly alternate: string; readonly values: readonly string[] };
@@ -32,7 +36,7 @@ export interface CommandDef {
    * whatever -b/-a say (guest-get-devices on Linux).
    */
   readonly unsupported?: boolean;
-  /** Validated arguments: str → string, int → bigint, bool → boolean, number → number, lists → arrays. */
+  /** Validated arguments: str → string, int and uint64 → bigint, bool → boolean, number → number, lists → arrays, structs → plain objects. */
   readonly run: (args: Record<string, unknown>, ctx: AgentContext) => JsonOut | void | Promise<JsonOut | void>;
 }
 

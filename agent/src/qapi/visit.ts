@@ -1,4 +1,4 @@
-import { firstUnvisited, qdictOrder, QNum, type QDict, type QObject } from '../protocol/index.js';
+import { firstUnvisited, isQDict, qdictOrder, QNum, type QDict, type QObject } from '../protocol/index.js';
 import { QgaError } from './errors.js';
 import type { ArgSpec, TypeSpec } from './types.js';
 
@@ -12,21 +12,26 @@ function typeError(name: string, expected: string): QgaError {
  * the converted values.
  */
 export function visitArgs(specs: readonly ArgSpec[], args: QDict): Record<string, unknown> {
+  return visitMembers(specs, args, '');
+}
+
+/** The members of one dict (the arguments, or a struct whose full name is `prefix` plus a dot). */
+function visitMembers(specs: readonly ArgSpec[], dict: QDict, prefix: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  if (specs.length === 0 && args.size === 0) return out;
+  if (specs.length === 0 && dict.size === 0) return out;
   const visited = new Set<string>();
   for (const spec of specs) {
-    const value = args.get(spec.name);
+    const value = dict.get(spec.name);
     if (value === undefined) {
       if (spec.optional) continue;
-      throw new QgaError(`Parameter '${spec.name}' is missing`);
+      throw new QgaError(`Parameter '${prefix}${spec.name}' is missing`);
     }
     visited.add(spec.name);
-    out[spec.name] = visitValue(spec.type, value, spec.name);
+    out[spec.name] = visitValue(spec.type, value, `${prefix}${spec.name}`);
   }
-  if (visited.size < args.size) {
-    const extra = firstUnvisited(qdictOrder([...args.keys()]), visited);
-    if (extra !== undefined) throw new QgaError(`Parameter '${extra}' is unexpected`);
+  if (visited.size < dict.size) {
+    const extra = firstUnvisited(qdictOrder([...dict.keys()]), visited);
+    if (extra !== undefined) throw new QgaError(`Parameter '${prefix}${extra}' is unexpected`);
   }
   return out;
 }
@@ -48,7 +53,18 @@ function visitValue(type: TypeSpec, value: QObject, name: string): unknown {
         if (int === undefined) throw typeError(name, 'integer');
         return int;
       }
+      case 'uint64': {
+        // Any integer that fits int64 or uint64 (a negative one wraps); a double never does.
+        if (!(value instanceof QNum) || value.kind === 'double') {
+          throw new QgaError(`Parameter '${name}' expects uint64`);
+        }
+        return BigInt.asUintN(64, value.value as bigint);
+      }
     }
+  }
+  if ('struct' in type) {
+    if (!isQDict(value)) throw typeError(name, 'object');
+    return visitMembers(type.members, value, `${name}.`);
   }
   if ('list' in type) {
     if (!Array.isArray(value)) throw typeError(name, 'array');

@@ -103,7 +103,7 @@ export async function launch(kind: AgentKind, opts: StartOptions = {}): Promise<
 /**
  * quiesce-agent and qemu-ga started the same way (unix-listen, state dirs of
  * their own), one connection to each. The reference has its dangerous
- * commands blocked, ours freezes nothing (empty include list).
+ * commands blocked, and so has ours, which also freezes nothing (empty include list).
  */
 export class SystemPair {
   private constructor(
@@ -119,7 +119,7 @@ export class SystemPair {
       for (const kind of ['quiesce', 'qemu-ga'] as const) {
         const args =
           kind === 'quiesce'
-            ? [...(opts.args ?? []), '--fsfreeze-include=']
+            ? [...(opts.args ?? []), '--fsfreeze-include=', '-b', DANGEROUS_REFERENCE_COMMANDS.join(',')]
             : [...(opts.args ?? []), '-b', DANGEROUS_REFERENCE_COMMANDS.join(',')];
         const start: StartOptions = { wrap: opts.wrap, env: opts.env, args };
         if (opts.frozen) {

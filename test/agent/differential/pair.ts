@@ -2,9 +2,10 @@ import { haveQemuGa, startAgent, type RunningAgent } from '../../helpers/agents.
 import { Wire } from '../../helpers/wire.js';
 
 /**
- * Commands the reference must never run on this machine, blocked on qemu-ga
- * in every differential test as a second line of defence: the suites never
- * send them, but a fuzzer's mutation must not be able to reach them either.
+ * Commands neither agent may run on this machine, blocked on both in every
+ * differential test as a second line of defence: the suites never send them,
+ * but a fuzzer's mutation must not be able to reach them either. (They are
+ * compared in rigs of their own: private namespaces with recording stubs.)
  */
 export const DANGEROUS_REFERENCE_COMMANDS = [
   'guest-fsfreeze-freeze',
@@ -52,10 +53,13 @@ export class AgentPair {
     private refWire: Wire,
   ) {}
 
-  /** `args` go to both agents; the reference additionally blocks the dangerous commands. */
+  /** `args` go to both agents; both block the dangerous commands. */
   static async start(args: readonly string[] = []): Promise<AgentPair> {
-    // An empty include list: whatever a case sends, ours can never freeze a filesystem of this machine.
-    const ours = await startAgent('quiesce', { args: [...args, '--fsfreeze-include='] });
+    // Both sides block what must never run on this machine (a fuzzer's mutation can name any command), and
+    // an empty include list means ours could not freeze a filesystem of this machine even if it tried.
+    const ours = await startAgent('quiesce', {
+      args: [...args, '--fsfreeze-include=', '-b', DANGEROUS_REFERENCE_COMMANDS.join(',')],
+    });
     let ref: RunningAgent;
     try {
       ref = await startAgent('qemu-ga', { args: [...args, '-b', DANGEROUS_REFERENCE_COMMANDS.join(',')] });
