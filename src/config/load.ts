@@ -295,6 +295,7 @@ function resolveSnapshot(
   where: string,
   stepMs: number,
   problems: string[],
+  connector: ConnectorSpec,
 ): SnapshotConfig {
   if (s.provider === 'command') return { provider: 'command', argv: s.argv, timeoutMs: s.timeout ?? stepMs };
   for (const bad of unknownPlaceholders(s.target, ['disk']))
@@ -310,6 +311,7 @@ function resolveSnapshot(
   const mode = s.mode ?? 'backup';
   if (mode === 'snapshot' && s.format === 'raw')
     problems.push(`${where}.format: snapshot mode makes qcow2 overlays (a raw file cannot have a backing file)`);
+  if (s.provider === 'libvirt') return resolveLibvirtSnapshot(s, where, stepMs, problems, connector, mode, disks);
   return {
     provider: 'qmp',
     socket: s.socket,
@@ -317,6 +319,46 @@ function resolveSnapshot(
     disks,
     target: s.target,
     format: s.format ?? (mode === 'snapshot' ? 'qcow2' : 'raw'),
+    timeoutMs: s.timeout ?? stepMs,
+  };
+}
+
+/** Provider libvirt: the domain and URI are the connector's, so it needs a libvirt connector. */
+function resolveLibvirtSnapshot(
+  s: Extract<ParsedGuest['snapshot'], { provider: 'libvirt' }>,
+  where: string,
+  stepMs: number,
+  problems: string[],
+  connector: ConnectorSpec,
+  mode: 'backup' | 'snapshot',
+  disks: 'all' | readonly string[],
+): SnapshotConfig {
+  if (mode === 'backup' && s.commit !== undefined)
+    problems.push(`${where}.commit: only for mode snapshot (a backup job leaves no overlay to merge)`);
+  if (connector.kind !== 'libvirt') {
+    problems.push(
+      `${where}.provider: libvirt takes the domain and URI from a libvirt connector, but connector.type is ${connector.kind === 'socket' ? ('path' in connector ? 'socket' : 'tcp') : connector.kind}`,
+    );
+    return {
+      provider: 'libvirt',
+      domain: '',
+      mode,
+      disks,
+      target: s.target,
+      format: 'raw',
+      commit: true,
+      timeoutMs: stepMs,
+    };
+  }
+  return {
+    provider: 'libvirt',
+    ...(connector.uri !== undefined ? { uri: connector.uri } : {}),
+    domain: connector.domain,
+    mode,
+    disks,
+    target: s.target,
+    format: s.format ?? (mode === 'snapshot' ? 'qcow2' : 'raw'),
+    commit: s.commit ?? true,
     timeoutMs: s.timeout ?? stepMs,
   };
 }
@@ -357,7 +399,7 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
     freeze: g.freeze,
     hooks: { pre: g.hooks?.pre ?? [], post: g.hooks?.post ?? [] },
     // The snapshot runs inside the frozen window: the job's budget bounds it anyway.
-    snapshot: resolveSnapshot(g.snapshot, `${where}.snapshot`, guestStepMs, problems),
+    snapshot: resolveSnapshot(g.snapshot, `${where}.snapshot`, guestStepMs, problems, connector),
     backup: g.backup ? { argv: g.backup.argv, timeoutMs: g.backup.timeout ?? guestStepMs } : undefined,
     verify: g.verify ? { argv: g.verify.argv, timeoutMs: g.verify.timeout ?? guestStepMs } : undefined,
     prune: g.prune

@@ -102,6 +102,35 @@ const snapshot = z.discriminatedUnion('provider', [
       timeout: stepTimeout.optional(),
     })
     .strict(),
+  z
+    .object({
+      /** Through libvirt, for the domain (and URI) of the guest's libvirt connector. */
+      provider: z.literal('libvirt'),
+      /** backup: a push backup job (default); snapshot: external disk-only overlays. */
+      mode: z.enum(['backup', 'snapshot']).optional(),
+      /** Target device names as the domain XML has them (vda, sdb), or "all". */
+      disks: z
+        .union([
+          z.literal('all'),
+          z
+            .array(
+              z
+                .string()
+                .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a target device name like vda: letters, digits, ".", "_", "-"'),
+            )
+            .min(1, 'list at least one disk, or say "all"')
+            .refine((d) => new Set(d).size === d.length, 'a disk is listed twice'),
+        ])
+        .optional(),
+      /** One file per disk (the backup copy, or the overlay); placeholders as in argv plus {disk}. */
+      target: absPath,
+      format: z.enum(['raw', 'qcow2']).optional(),
+      /** Snapshot mode: merge each overlay back after the later steps (default true); false keeps it. */
+      commit: z.boolean().optional(),
+      /** How long the copy (backup) or the merge (snapshot) may take after the thaw. */
+      timeout: stepTimeout.optional(),
+    })
+    .strict(),
 ]);
 
 const prune = z

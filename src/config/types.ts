@@ -43,7 +43,31 @@ export interface QmpSnapshotConfig {
   readonly timeoutMs: number;
 }
 
-export type SnapshotConfig = CommandSnapshotConfig | QmpSnapshotConfig;
+/**
+ * Snapshot through libvirt, for the domain of the guest's libvirt connector: a
+ * push backup job, or external disk-only overlays merged back after the run.
+ */
+export interface LibvirtSnapshotConfig {
+  readonly provider: 'libvirt';
+  /** From the connector. */
+  readonly uri?: string;
+  /** From the connector. */
+  readonly domain: string;
+  /** backup: backup-begin (push, full) to new files; snapshot: external disk-only overlays. */
+  readonly mode: 'backup' | 'snapshot';
+  /** Target device names (vda), or every writable disk with an image. */
+  readonly disks: 'all' | readonly string[];
+  /** A path per disk; placeholders as in argv, plus {disk}. */
+  readonly target: string;
+  /** The backup copy's format (snapshot mode: qcow2 overlays). */
+  readonly format: 'raw' | 'qcow2';
+  /** Snapshot mode: merge each overlay back after the later steps (default true). */
+  readonly commit: boolean;
+  /** How long the copy (backup) or the merge (snapshot) may take after the thaw. */
+  readonly timeoutMs: number;
+}
+
+export type SnapshotConfig = CommandSnapshotConfig | QmpSnapshotConfig | LibvirtSnapshotConfig;
 
 /** One guest, every default applied. */
 export interface ResolvedGuest {

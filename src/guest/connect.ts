@@ -32,6 +32,9 @@ export function guestAgent(
           openLocal(spec.agentArgs ?? [], { onStderr: (text) => opts.onEvent?.({ kind: 'agent-log', address, text }) }),
       });
     case 'libvirt':
-      return new LibvirtAgent(spec);
+      return new LibvirtAgent(spec, {
+        ...(opts.maxReplyBytes !== undefined ? { maxReplyBytes: opts.maxReplyBytes } : {}),
+        onWarning: (message) => opts.onEvent?.({ kind: 'warning', message, guest: address }),
+      });
   }
 }

@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { QuiesceError } from '../errors.js';
 import { LibvirtError, readRemoteError } from './error.js';
 import {
@@ -53,6 +54,21 @@ export interface RpcStats {
   ignoredPackets: number;
 }
 
+/**
+ * Any duplex byte stream to libvirtd: its unix socket, or a helper process's
+ * stdio (`ssh host virt-ssh-helper URI` for qemu+ssh). `ref`/`unref` decide
+ * whether an idle connection keeps the process alive; `close` ends whatever
+ * carries the stream (a helper process) once the stream is destroyed.
+ */
+export interface RpcTransport {
+  readonly stream: Duplex;
+  /** Named in errors (`libvirt:/var/run/libvirt/libvirt-sock`, `libvirt+ssh:root@host`). */
+  readonly address: string;
+  ref?(): void;
+  unref?(): void;
+  close?(): void;
+}
+
 interface Pending {
   readonly name: string;
   readonly program: number;
@@ -79,17 +95,33 @@ export class RpcClient {
   private readonly decoder: PacketDecoder;
   private nextSerial = 1;
   private closedWith: QuiesceError | undefined;
+  private readonly socket: Duplex;
 
   private constructor(
-    private readonly socket: Socket,
-    address: string,
+    private readonly transport: RpcTransport,
     private readonly opts: RpcClientOptions,
   ) {
-    this.address = address;
+    const socket = transport.stream;
+    this.socket = socket;
+    this.address = transport.address;
     this.decoder = new PacketDecoder(opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES);
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('error', (err) => this.shutdown(this.gone(err.message)));
     socket.on('close', () => this.shutdown(this.gone('closed by libvirtd')));
+  }
+
+  /** A client over any duplex stream (see RpcTransport); no call is made yet. */
+  static fromTransport(transport: RpcTransport, opts: RpcClientOptions = {}): RpcClient {
+    return new RpcClient(transport, opts);
+  }
+
+  /** Lets an idle connection keep the process alive (the default), or not. */
+  ref(): void {
+    this.transport.ref?.();
+  }
+
+  unref(): void {
+    this.transport.unref?.();
   }
 
   /** Connects to libvirtd's unix socket (no call is made yet). */
@@ -115,7 +147,7 @@ export class RpcClient {
         resolve(s);
       });
     });
-    return new RpcClient(socket, address, opts);
+    return new RpcClient({ stream: socket, address, ref: () => socket.ref(), unref: () => socket.unref() }, opts);
   }
 
   /** True once the connection is gone (closed by either side or failed). */
@@ -278,6 +310,8 @@ export class RpcClient {
   private shutdown(err: QuiesceError): void {
     if (this.closedWith) return;
     this.closedWith = err;
+    this.socket.destroy();
+    this.transport.close?.();
     for (const p of [...this.pending.values()]) p.reject(err);
     this.pending.clear();
     for (const l of [...this.closeListeners]) l(err);

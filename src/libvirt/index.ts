@@ -23,3 +23,15 @@ export {
   type TypedParam,
   type TypedValue,
 } from './types.js';
+export { type RpcTransport } from './client.js';
+export { LibvirtLease, LibvirtPool, libvirtPool, LINGER_MS, NativeUnavailable, type PoolOptions } from './pool.js';
+export {
+  defaultUri,
+  existingSocket,
+  openSsh,
+  remoteCommand,
+  routeFor,
+  sshArgv,
+  type LibvirtRoute,
+  type SshTransport,
+} from './transport.js';

@@ -1,5 +1,5 @@
 import { QuiesceError } from '../errors.js';
-import { DEFAULT_SOCKET, RpcClient, type CallOptions, type RpcClientOptions } from './client.js';
+import { DEFAULT_SOCKET, RpcClient, type CallOptions, type RpcClientOptions, type RpcTransport } from './client.js';
 import { LibvirtError } from './error.js';
 import { decodeDomainEvent, type DomainEvent } from './events.js';
 import {
@@ -38,6 +38,8 @@ import { XdrReader, XdrWriter } from './xdr.js';
 export interface LibvirtOpenOptions extends RpcClientOptions {
   /** libvirtd's socket (default /var/run/libvirt/libvirt-sock). */
   readonly socketPath?: string;
+  /** Any other stream to libvirtd instead of its socket (ssh for qemu+ssh URIs: see transport.ts). */
+  readonly transport?: () => Promise<RpcTransport>;
   /** The URI connect-open asks for (default qemu:///system). */
   readonly uri?: string;
   /** Open read-only (VIR_CONNECT_RO); the read-only socket accepts nothing else. */
@@ -155,7 +157,9 @@ export class LibvirtConnection {
    */
   static async open(opts: LibvirtOpenOptions = {}): Promise<LibvirtConnection> {
     const uri = opts.uri ?? 'qemu:///system';
-    const rpc = await RpcClient.connect(opts.socketPath ?? DEFAULT_SOCKET, opts);
+    const rpc = opts.transport
+      ? RpcClient.fromTransport(await opts.transport(), opts)
+      : await RpcClient.connect(opts.socketPath ?? DEFAULT_SOCKET, opts);
     const conn = new LibvirtConnection(rpc, uri);
     try {
       const types = await conn.call(REMOTE_PROGRAM, RemoteProc.AUTH_LIST, undefined, (r) =>
@@ -256,6 +260,26 @@ export class LibvirtConnection {
       RemoteProc.DOMAIN_GET_XML_DESC,
       withFlags(writeDomain, dom, flags),
       readString,
+      opts,
+    );
+  }
+
+  /** virDomainGetBlockInfo of a disk (its target name `vda` or its source path): sizes in bytes. */
+  getBlockInfo(
+    dom: DomainRef,
+    disk: string,
+    flags = 0,
+    opts?: CallOptions,
+  ): Promise<{ allocation: bigint; capacity: bigint; physical: bigint }> {
+    return this.call(
+      REMOTE_PROGRAM,
+      RemoteProc.DOMAIN_GET_BLOCK_INFO,
+      (w) => {
+        writeDomain(w, dom);
+        writeString(w, disk);
+        w.uint(flags);
+      },
+      (r) => ({ allocation: r.uhyper(), capacity: r.uhyper(), physical: r.uhyper() }),
       opts,
     );
   }

@@ -4,7 +4,9 @@ export type ClientEvent =
   | { kind: 'guest-resync'; address: string; reason: string }
   | { kind: 'guest-reconnect'; address: string; attempt: number; reason: string }
   /** A line the local agent wrote to its stderr. */
-  | { kind: 'agent-log'; address: string; text: string };
+  | { kind: 'agent-log'; address: string; text: string }
+  /** Something the operator should know about the channel (libvirt: falling back to virsh). */
+  | { kind: 'warning'; message: string; guest?: string };
 
 /** Everything the host logs, keyed on `kind`. */
 export type LogEvent =
@@ -25,7 +27,6 @@ export type LogEvent =
   | { kind: 'journal-busy'; guest: string; runId: string; pid: number }
   | { kind: 'prune'; guest: string; kept: number; removed: readonly string[]; dryRun: boolean }
   | { kind: 'command-output'; guest: string; step: string; stream: 'stdout' | 'stderr'; text: string }
-  | { kind: 'warning'; message: string; guest?: string }
   | { kind: 'error'; message: string; guest?: string };
 
 const LEVEL: Partial<Record<LogEvent['kind'], 'error' | 'warn' | 'info' | 'debug'>> = {

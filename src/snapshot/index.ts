@@ -1,6 +1,7 @@
 import { fillArgv, fillExcept, type PlaceholderValues } from '../config/placeholders.js';
 import type { SnapshotConfig, Timeouts } from '../config/types.js';
 import { commandProvider } from './command.js';
+import { libvirtProvider } from './libvirt/index.js';
 import { qmpProvider } from './qmp/index.js';
 import type { PlannedSnapshot, SnapshotProvider } from './types.js';
 
@@ -11,6 +12,8 @@ export function snapshotProvider(s: PlannedSnapshot): SnapshotProvider {
       return commandProvider(s);
     case 'qmp':
       return qmpProvider(s);
+    case 'libvirt':
+      return libvirtProvider(s);
   }
 }
 
@@ -22,6 +25,21 @@ export function planSnapshot(
 ): PlannedSnapshot {
   if (s.provider === 'command')
     return { provider: 'command', argv: fillArgv(s.argv, values), timeoutMs: Math.min(s.timeoutMs, o.budgetMs) };
+  if (s.provider === 'libvirt')
+    return {
+      provider: 'libvirt',
+      ...(s.uri !== undefined ? { uri: s.uri } : {}),
+      domain: s.domain,
+      mode: s.mode,
+      disks: s.disks,
+      // {disk} is known once the domain's XML is read.
+      target: fillExcept(s.target, values, ['disk']),
+      format: s.format,
+      commit: s.commit,
+      connectTimeoutMs: o.timeouts.connectMs,
+      commandTimeoutMs: o.timeouts.commandMs,
+      timeoutMs: s.timeoutMs,
+    };
   return {
     provider: 'qmp',
     socket: s.socket,
@@ -36,5 +54,13 @@ export function planSnapshot(
   };
 }
 
-export type { PlannedQmpSnapshot, PlannedSnapshot, SnapshotProvider, SnapshotTaken, SnapshotContext } from './types.js';
+export { libvirtChecks, type LibvirtCheck } from './libvirt/index.js';
+export type {
+  PlannedLibvirtSnapshot,
+  PlannedQmpSnapshot,
+  PlannedSnapshot,
+  SnapshotProvider,
+  SnapshotTaken,
+  SnapshotContext,
+} from './types.js';
 export { QmpClient, QmpError, type QmpEvent } from '../qmp/client.js';

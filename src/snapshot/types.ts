@@ -7,7 +7,8 @@ export type PlannedSnapshot =
       readonly argv: readonly string[];
       readonly timeoutMs: number;
     }
-  | PlannedQmpSnapshot;
+  | PlannedQmpSnapshot
+  | PlannedLibvirtSnapshot;
 
 /** Provider `qmp`: block jobs or overlays through QEMU's monitor. */
 export interface PlannedQmpSnapshot {
@@ -26,6 +27,30 @@ export interface PlannedQmpSnapshot {
   readonly timeoutMs: number;
 }
 
+/** Provider `libvirt`: a push backup job or external overlays through libvirt, for the guest's libvirt domain. */
+export interface PlannedLibvirtSnapshot {
+  readonly provider: 'libvirt';
+  /** The connector's URI (undefined: libvirt's default). */
+  readonly uri?: string;
+  /** The connector's domain. */
+  readonly domain: string;
+  readonly mode: 'backup' | 'snapshot';
+  /** Target device names (vda, sdb), or every writable disk. */
+  readonly disks: 'all' | readonly string[];
+  /** The target (backup copy or overlay) with every placeholder filled but {disk}. */
+  readonly target: string;
+  /** The backup copy's format (snapshot mode: always qcow2 overlays). */
+  readonly format: 'raw' | 'qcow2';
+  /** Snapshot mode: merge the overlays back (block commit + pivot) once the backup step ran. */
+  readonly commit: boolean;
+  /** Opening the libvirt connection (outside the window). */
+  readonly connectTimeoutMs: number;
+  /** Each libvirt call; the one inside the window is bounded by the budget too. */
+  readonly commandTimeoutMs: number;
+  /** How long the copy (backup mode) or the merge (snapshot mode) may take after the thaw. */
+  readonly timeoutMs: number;
+}
+
 export interface SnapshotContext {
   readonly guest: string;
   /** Aborted when the budget runs out or a signal arrives: stop at once. */
@@ -41,6 +66,14 @@ export interface SnapshotTaken {
   readonly files?: readonly string[];
   /** Awaited after the thaw, outside the window; throws if the copy failed. */
   readonly complete?: (ctx: { readonly log: Log; readonly signal?: AbortSignal }) => Promise<void>;
+  /**
+   * Awaited once the steps after the snapshot (backup, verify, post-hooks) ran,
+   * whether they succeeded or not: undoes what the snapshot put in place for
+   * them (libvirt snapshot mode: merges the overlays back); throws if that
+   * failed. Where the run does not call it, dispose() does the same and warns
+   * on failure.
+   */
+  readonly release?: (ctx: { readonly log: Log; readonly signal?: AbortSignal }) => Promise<void>;
 }
 
 /**

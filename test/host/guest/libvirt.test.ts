@@ -1,11 +1,13 @@
-// The libvirt connector against a real libvirtd managing a TCG guest (test/helpers/libvirt.ts):
-// virsh qemu-agent-command does its own guest-sync; we map its replies and errors to ours.
+// The libvirt connector against a real libvirtd managing a TCG guest (test/helpers/libvirt.ts): over
+// libvirt's RPC protocol (libvirt does its own guest-sync), its replies and errors mapped to ours; the
+// virsh fallback (VirshAgent) answers the same.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LibvirtAgent } from '../../../src/guest/connectors/libvirt.js';
+import { VirshAgent } from '../../../src/guest/connectors/libvirt-virsh.js';
 import { AgentError } from '../../../src/errors.js';
 import { parseCapabilities, isEnabled } from '../../../src/guest/capabilities.js';
 import { resolveConfig } from '../../../src/config/load.js';
@@ -42,8 +44,9 @@ describe('libvirt connector against a libvirtd guest running qemu-ga', { skip: u
     if (stateDir) rmSync(stateDir, { recursive: true, force: true });
   });
 
-  test('ping and info through virsh', async () => {
+  test('ping and info over the RPC connection', async () => {
     assert.deepEqual(await agent.execute('guest-ping'), {});
+    assert.equal(agent.via, 'rpc');
     const caps = parseCapabilities(await agent.execute('guest-info'));
     assert.ok(isEnabled(caps, 'guest-fsfreeze-freeze-list'));
     assert.equal(await agent.execute('guest-sync', { id: 4242 }), 4242);
@@ -53,6 +56,15 @@ describe('libvirt connector against a libvirtd guest running qemu-ga', { skip: u
     const err = await agent.execute('guest-file-open', { path: '/nonexistent/x' }).catch((e: unknown) => e);
     assert.ok(err instanceof AgentError, String(err));
     assert.match(err.desc, /failed to open file '\/nonexistent\/x' \(mode: 'r'\): No such file or directory/);
+  });
+
+  test('the virsh fallback answers the same (reply, and the agent error)', async () => {
+    const v = new VirshAgent({ uri: LIBVIRT_URI, domain: guest!.name });
+    assert.deepEqual(await v.execute('guest-sync', { id: 7 }), 7);
+    const err = await v.execute('guest-file-open', { path: '/nonexistent/x' }).catch((e: unknown) => e);
+    const ours = await agent.execute('guest-file-open', { path: '/nonexistent/x' }).catch((e: unknown) => e);
+    assert.ok(err instanceof AgentError && ours instanceof AgentError);
+    assert.equal(err.desc, ours.desc);
   });
 
   test("freeze-list and thaw of the guest's data disk", async () => {

@@ -1,0 +1,300 @@
+import { QuiesceError } from '../../errors.js';
+import { formatDuration } from '../../config/duration.js';
+import { execFile } from 'node:child_process';
+import { open as openFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { BackupBeginFlags, DomainEventId, JobStatsFlags, JobType } from '../../libvirt/protocol.js';
+import type { DomainEvent } from '../../libvirt/events.js';
+import type { TypedValue } from '../../libvirt/types.js';
+import type { Log } from '../../log/logger.js';
+import type { PlannedLibvirtSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from '../types.js';
+import { backupXml } from './domain-xml.js';
+import { LibvirtSession, warner } from './session.js';
+
+/** While waiting for the job-completed event, how often the job is also polled (a reconnect loses events). */
+const POLL_MS = 2000;
+/** How long dispose() waits for an aborted job to end before removing its targets. */
+const ABORT_WAIT_MS = 10_000;
+
+/**
+ * Mode `backup`: a push-mode backup job (virDomainBackupBegin). Before the
+ * freeze: the connection, the domain, its disks, the targets checked free,
+ * the backup XML built and the job-completed event registered. Inside the
+ * window: backup-begin alone — the point in time is the job's start, so
+ * take() returns with its reply. After the thaw, complete() waits for the
+ * job-completed event (or, should events be lost, the job's end seen by
+ * polling), checks the job's success, and removes the partial targets of a
+ * failed or aborted job. dispose() aborts a job still running (a signal, a
+ * timeout) and removes its targets.
+ */
+export function backupProvider(s: PlannedLibvirtSnapshot): SnapshotProvider {
+  return new LibvirtBackup(s);
+}
+
+interface BackupRun {
+  readonly session: LibvirtSession;
+  readonly xml: string;
+  /** The job-completed callback id on the session's connection. */
+  readonly callbackId: number;
+  /** REUSE_EXTERNAL when prepare() created the targets. */
+  readonly flags: number;
+}
+
+class LibvirtBackup implements SnapshotProvider {
+  private preparing: Promise<BackupRun> | undefined;
+  private disposing: Promise<void> | undefined;
+  private run: BackupRun | undefined;
+  /** The copies are whole: keep them, nothing to undo. */
+  private finished = false;
+  /** The targets were removed already (a failed complete()). */
+  private cleaned = false;
+  /** prepare() created target files (removed again unless the copy finished). */
+  private created = false;
+
+  constructor(private readonly s: PlannedLibvirtSnapshot) {}
+
+  describe(): string {
+    const s = this.s;
+    const disks = s.disks === 'all' ? 'all disks' : s.disks.join(', ');
+    return `libvirt ${s.uri ?? 'default'}/${s.domain}: push backup job (backup-begin) of ${disks} → ${s.target} (${s.format}); the copy finishes after the thaw (timeout ${formatDuration(s.timeoutMs)})`;
+  }
+
+  planSteps(): { beforeFreeze: string; afterThaw: string } {
+    const s = this.s;
+    return {
+      beforeFreeze: `snapshot set-up: connect to libvirt, read ${s.domain}'s disks, check each target is free, build the backup XML, listen for job-completed (timeout ${formatDuration(s.commandTimeoutMs)} per call)`,
+      afterThaw: `wait for the backup job's job-completed event (timeout ${formatDuration(s.timeoutMs)}; a failed or aborted job fails it and its partial targets are removed)`,
+    };
+  }
+
+  async prepare(ctx: { readonly guest: string }): Promise<void> {
+    await this.prepared(ctx.guest);
+  }
+
+  private prepared(guest: string): Promise<BackupRun> {
+    this.preparing ??= this.open(guest);
+    return this.preparing;
+  }
+
+  private async open(guest: string): Promise<BackupRun> {
+    const session = await LibvirtSession.open(this.s, guest);
+    try {
+      const callbackId = await session.conn.registerDomainEvent(DomainEventId.JOB_COMPLETED, session.dom, {
+        timeoutMs: this.s.commandTimeoutMs,
+      });
+      const run: BackupRun = {
+        session,
+        xml: backupXml(session.all, session.picked, this.s.format),
+        callbackId,
+        flags: session.local ? BackupBeginFlags.REUSE_EXTERNAL : 0,
+      };
+      this.run = run;
+      // Locally the targets are made here, before the freeze: libvirt's own creation of each target
+      // (blockdev-create jobs) would otherwise run inside backup-begin, in the window.
+      if (session.local) for (const p of session.picked) await this.createTarget(run, p.disk.name, p.target);
+      return run;
+    } catch (err) {
+      session.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Creates a target exclusively (never over an existing file), the disk's
+   * size: raw sparse, or a qcow2 made by qemu-img. dispose() removes it
+   * unless the copy finished.
+   */
+  private async createTarget(run: BackupRun, disk: string, target: string): Promise<void> {
+    const { session } = run;
+    const { capacity } = await session.conn.getBlockInfo(session.dom, disk, 0, { timeoutMs: this.s.commandTimeoutMs });
+    const fh = await openFile(target, 'wx', 0o600).catch((err: NodeJS.ErrnoException) => {
+      throw new QuiesceError('STEP_FAILED', `cannot create ${target} for disk ${disk}: ${err.message}`, {
+        guest: session.guest,
+        cause: err,
+      });
+    });
+    this.created = true;
+    try {
+      if (this.s.format === 'raw') await fh.truncate(Number(capacity));
+    } finally {
+      await fh.close();
+    }
+    if (this.s.format === 'qcow2')
+      await promisify(execFile)('qemu-img', ['create', '-q', '-f', 'qcow2', target, String(capacity)], {
+        timeout: this.s.commandTimeoutMs,
+      }).catch((err: Error) => {
+        throw new QuiesceError('STEP_FAILED', `qemu-img create of ${target} failed: ${err.message}`, {
+          guest: session.guest,
+          cause: err,
+        });
+      });
+  }
+
+  async take(ctx: SnapshotContext): Promise<SnapshotTaken> {
+    const run = await this.prepared(ctx.guest);
+    const { session } = run;
+    // Before the call: a small backup can end before backup-begin's reply arrives.
+    const since = session.conn.lastEventSeq();
+    await session.send(
+      session.conn.backupBegin(session.dom, run.xml, undefined, run.flags, { timeoutMs: this.s.commandTimeoutMs }),
+      ctx.signal,
+      'backup-begin',
+    );
+    return { files: session.targets, complete: (c) => this.complete(run, since, c) };
+  }
+
+  /** After the thaw: the job must end with success; a failure removes the partial targets. */
+  private async complete(
+    run: BackupRun,
+    since: number,
+    ctx: { readonly log: Log; readonly signal?: AbortSignal },
+  ): Promise<void> {
+    const { session } = run;
+    try {
+      await waitForJob(run, since, this.s.timeoutMs, ctx.signal);
+    } catch (err) {
+      // Interrupted: dispose() aborts the job and removes the targets.
+      if (err instanceof QuiesceError && err.code === 'INTERRUPTED') throw err;
+      const warn = warner({ guest: session.guest, log: ctx.log });
+      await abortJob(run, warn);
+      await session.removeTargets(warn, 'the backup job did not complete');
+      this.cleaned = true;
+      throw err;
+    }
+    this.finished = true;
+  }
+
+  dispose(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+    this.disposing ??= this.close(ctx);
+    return this.disposing;
+  }
+
+  private async close(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+    const run = this.run;
+    if (!run) return;
+    const warn = warner(ctx);
+    const { session } = run;
+    try {
+      if (!this.finished && !this.cleaned) {
+        const accepted = await session.wasAccepted();
+        if (accepted !== false) await abortJob(run, warn);
+        if (accepted !== false || this.created) await session.removeTargets(warn, 'the backup did not finish');
+      }
+      await session.conn
+        .deregisterDomainEvent(run.callbackId, { timeoutMs: this.s.commandTimeoutMs })
+        .catch(() => undefined);
+    } catch (err) {
+      warn(`cleaning up after the libvirt backup: ${(err as Error).message}`);
+    } finally {
+      session.release();
+    }
+  }
+}
+
+/** The job's outcome from its (completed) statistics. */
+function verdict(stats: Readonly<Record<string, TypedValue>>, type: number | undefined, guest: string): void {
+  const success = stats['success'];
+  if (success === true || (success === undefined && type === JobType.COMPLETED)) return;
+  const why = typeof stats['errmsg'] === 'string' ? stats['errmsg'] : type === JobType.CANCELLED ? 'aborted' : 'failed';
+  throw new QuiesceError(
+    'BLOCK_JOB_FAILED',
+    `the libvirt backup job ${why === 'aborted' ? 'was aborted' : `failed: ${why}`}`,
+    {
+      guest,
+    },
+  );
+}
+
+/**
+ * Waits for the job-completed event after `since`, polling the job now and
+ * then: a dropped connection (reconnected by the lease) loses events, and the
+ * job's end is then read from its completed statistics.
+ */
+async function waitForJob(
+  run: BackupRun,
+  since: number,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const { session } = run;
+  const guest = session.guest;
+  const deadline = performance.now() + timeoutMs;
+  let conn = session.conn;
+  let callbackId = run.callbackId;
+  let mark = since;
+  const isOurs = (e: DomainEvent): boolean => e.kind === 'job-completed' && e.callbackId === callbackId;
+  for (;;) {
+    const left = deadline - performance.now();
+    if (left <= 0)
+      throw new QuiesceError(
+        'BLOCK_JOB_FAILED',
+        `the libvirt backup of ${session.picked.map((p) => p.disk.name).join(', ')} did not finish within ${formatDuration(timeoutMs)}`,
+        { guest },
+      );
+    try {
+      const e = await conn.waitForDomainEvent(isOurs, {
+        since: mark,
+        timeoutMs: Math.min(POLL_MS, left),
+        what: 'the backup job-completed event',
+        ...(signal ? { signal } : {}),
+      });
+      if (e.kind !== 'job-completed') continue;
+      // Older daemons leave `success` out of the event: the completed statistics have the job's type.
+      if (e.stats['success'] === undefined) {
+        const st = await conn.getJobStats(session.dom, JobStatsFlags.COMPLETED, {
+          timeoutMs: session.s.commandTimeoutMs,
+        });
+        return verdict({ ...e.stats, ...st.stats }, st.type, guest);
+      }
+      return verdict(e.stats, undefined, guest);
+    } catch (err) {
+      if (signal?.aborted)
+        throw new QuiesceError('INTERRUPTED', 'interrupted while waiting for the libvirt backup', {
+          guest,
+          cause: signal.reason,
+        });
+      if (!(err instanceof QuiesceError) || (err.code !== 'TIMEOUT' && err.code !== 'CHANNEL_GONE')) throw err;
+    }
+    // No event yet (or the connection went): ask. The lease reconnects once if it dropped.
+    const now = await session.lease.connection();
+    if (now !== conn) {
+      conn = now;
+      mark = conn.lastEventSeq();
+      callbackId = await conn.registerDomainEvent(DomainEventId.JOB_COMPLETED, undefined, {
+        timeoutMs: session.s.commandTimeoutMs,
+      });
+    }
+    const ended = await session.lease.withDomain(session.s.domain, async (c, d) => {
+      const info = await c.getJobInfo(d, { timeoutMs: session.s.commandTimeoutMs });
+      if (info.type !== JobType.NONE) return undefined;
+      return c.getJobStats(d, JobStatsFlags.COMPLETED | JobStatsFlags.KEEP_COMPLETED, {
+        timeoutMs: session.s.commandTimeoutMs,
+      });
+    });
+    if (ended) {
+      if (ended.type === JobType.NONE)
+        throw new QuiesceError('BLOCK_JOB_FAILED', 'the libvirt backup job ended and left no statistics to tell how', {
+          guest,
+        });
+      return verdict(ended.stats, ended.type, guest);
+    }
+  }
+}
+
+/** Aborts the domain's job if one runs, then waits a while for it to end; never throws. */
+async function abortJob(run: BackupRun, warn: (message: string) => void): Promise<void> {
+  const { session } = run;
+  const t = { timeoutMs: session.s.commandTimeoutMs };
+  try {
+    await session.lease.withDomain(session.s.domain, async (c, d) => {
+      const info = await c.getJobInfo(d, t);
+      if (info.type === JobType.NONE) return;
+      await c.abortJob(d, t);
+      const deadline = Date.now() + ABORT_WAIT_MS;
+      while (Date.now() < deadline && (await c.getJobInfo(d, t)).type !== JobType.NONE)
+        await new Promise((r) => setTimeout(r, 100));
+    });
+  } catch (err) {
+    warn(`could not abort the libvirt backup job of ${session.s.domain}: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,141 @@
+import { stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { ResolvedGuest } from '../../config/types.js';
+import { DomainState, JobType } from '../../libvirt/protocol.js';
+import { libvirtPool, NativeUnavailable, type LibvirtPool } from '../../libvirt/pool.js';
+import { existingSocket, routeFor } from '../../libvirt/transport.js';
+import { parseDisks } from './domain-xml.js';
+import { pickDisks } from './session.js';
+
+/** One line of `quiesce doctor` for a libvirt guest. */
+export interface LibvirtCheck {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly detail: string;
+}
+
+const version = (n: number): string => `${Math.floor(n / 1e6)}.${Math.floor(n / 1e3) % 1000}.${n % 1000}`;
+
+/**
+ * What `quiesce doctor` checks for a guest with a libvirt connector (and, if
+ * it uses it, the libvirt snapshot provider): how the URI is reached (native
+ * RPC or the virsh fallback), the connection and versions, the domain and its
+ * agent channel, and for the provider the disks, the targets' directories, a
+ * job already running, and overlays a previous run left. An empty list for
+ * any other connector. Never throws; changes nothing.
+ */
+export async function libvirtChecks(
+  g: Pick<ResolvedGuest, 'connector' | 'snapshot' | 'timeouts' | 'name'>,
+  o: { readonly pool?: LibvirtPool } = {},
+): Promise<LibvirtCheck[]> {
+  if (g.connector.kind !== 'libvirt') return [];
+  const c = g.connector;
+  const out: LibvirtCheck[] = [];
+  const add = (name: string, ok: boolean, detail: string): void => void out.push({ name, ok, detail });
+  const provider = g.snapshot.provider === 'libvirt' ? g.snapshot : undefined;
+  let route;
+  try {
+    route = routeFor(c.uri);
+  } catch (err) {
+    add('libvirt transport', false, (err as Error).message);
+    return out;
+  }
+  if (route.kind === 'virsh') {
+    add(
+      'libvirt transport',
+      !provider,
+      `virsh fallback for ${route.uri}: ${route.reason}${provider ? ' — the libvirt snapshot provider needs the native protocol' : ''}`,
+    );
+    return out;
+  }
+  add(
+    'libvirt transport',
+    true,
+    route.kind === 'unix'
+      ? `native RPC on ${existingSocket(route) ?? `(no socket: ${route.sockets.join(', ')}; virsh fallback)`}`
+      : `native RPC through ssh to ${route.host}`,
+  );
+  const lease = (o.pool ?? libvirtPool).lease(c.uri, g.name);
+  const t = { timeoutMs: g.timeouts.commandMs };
+  try {
+    const t0 = performance.now();
+    let conn;
+    try {
+      conn = await lease.connection();
+    } catch (err) {
+      add('libvirt connection', !(err instanceof NativeUnavailable) ? false : !provider, (err as Error).message);
+      return out;
+    }
+    const lib = await conn.getLibVersion(t);
+    const qemu = await conn.getVersion(t);
+    add(
+      'libvirt connection',
+      true,
+      `libvirt ${version(lib)}, QEMU ${version(qemu)}, opened in ${(performance.now() - t0).toFixed(1)} ms`,
+    );
+    let found;
+    try {
+      found = await lease.domain(c.domain, t);
+    } catch (err) {
+      add('domain', false, `${c.domain}: ${(err as Error).message}`);
+      return out;
+    }
+    const { dom } = found;
+    const state = await conn.getState(dom, t);
+    add(
+      'domain',
+      state.state === DomainState.RUNNING,
+      `${c.domain}: ${state.state === DomainState.RUNNING ? 'running' : `state ${state.state}, not running`}`,
+    );
+    const xml = await conn.getXmlDesc(dom, 0, t);
+    const tag = /<target\s[^>]*name='org\.qemu\.guest_agent\.0'[^>]*>/.exec(xml)?.[0];
+    const agentState = tag ? /state='(\w+)'/.exec(tag)?.[1] : undefined;
+    add(
+      'agent channel',
+      agentState === 'connected',
+      tag
+        ? `org.qemu.guest_agent.0 ${agentState ?? 'state unknown'}`
+        : 'the domain has no org.qemu.guest_agent.0 channel',
+    );
+    if (!provider) return out;
+    if (provider.mode === 'backup' && lib < 6_000_000)
+      add('libvirt backup', false, `backup-begin needs libvirt ≥ 6.0 (this is ${version(lib)})`);
+    const all = parseDisks(xml);
+    try {
+      const picked = pickDisks(all, provider.disks, provider.target, { domain: c.domain, guest: g.name });
+      add('snapshot disks', true, picked.map((p) => `${p.disk.name} (${p.disk.source})`).join(', '));
+      if (provider.mode === 'snapshot') {
+        const stacked = picked.filter((p) => p.disk.backed && p.disk.format === 'qcow2');
+        if (stacked.length)
+          add(
+            'overlays',
+            false,
+            `${stacked.map((p) => `${p.disk.name} runs on ${p.disk.source}, which has a backing file`).join('; ')}: an overlay a previous run did not merge? (virsh blockcommit … --active --shallow --pivot)`,
+          );
+      }
+    } catch (err) {
+      add('snapshot disks', false, (err as Error).message);
+    }
+    if (route.kind === 'unix') {
+      const dir = dirname(provider.target);
+      if (!/\{/.test(dir)) {
+        const isDir = await stat(dir).then(
+          (st) => st.isDirectory(),
+          () => false,
+        );
+        add('snapshot target directory', isDir, isDir ? dir : `${dir} does not exist`);
+      }
+    }
+    const job = await conn.getJobInfo(dom, t);
+    add(
+      'domain job',
+      job.type === JobType.NONE,
+      job.type === JobType.NONE ? 'none running' : `a job of type ${job.type} runs: a backup would be refused`,
+    );
+  } catch (err) {
+    add('libvirt', false, (err as Error).message);
+  } finally {
+    lease.release();
+  }
+  return out;
+}

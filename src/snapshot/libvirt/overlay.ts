@@ -1,0 +1,144 @@
+import { randomBytes } from 'node:crypto';
+import { formatDuration } from '../../config/duration.js';
+import { SnapshotCreateFlags } from '../../libvirt/protocol.js';
+import type { Log } from '../../log/logger.js';
+import type { PlannedLibvirtSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from '../types.js';
+import { merge, recoveryHint } from './commit.js';
+import { snapshotXml } from './domain-xml.js';
+import { LibvirtSession, warner } from './session.js';
+
+/**
+ * The flags of the window's one call:
+ * - DISK_ONLY: the disks alone (no memory state; nothing for the guest to notice);
+ * - ATOMIC: every disk's overlay or none (one QEMU transaction);
+ * - NO_METADATA with commit: the overlay is merged back within the run, so
+ *   libvirt has nothing to remember (metadata would outlive the overlay it
+ *   names); without commit the overlay stays in the chain, and libvirt's
+ *   metadata lets `virsh snapshot-list` show it and `virsh snapshot-delete`
+ *   (libvirt ≥ 9.0) merge it later;
+ * - never QUIESCE: the filesystems are frozen already, by us, with the list
+ *   the config names (libvirt's own freeze would take every filesystem).
+ * - no REUSE_EXT: libvirt creates each overlay (and refuses an existing file).
+ */
+export function snapshotFlags(commit: boolean): number {
+  return SnapshotCreateFlags.DISK_ONLY | SnapshotCreateFlags.ATOMIC | (commit ? SnapshotCreateFlags.NO_METADATA : 0);
+}
+
+/**
+ * Mode `snapshot`: an external disk-only snapshot (one qcow2 overlay per
+ * disk, atomic) inside the window; the images below the overlays are the
+ * point in time, for the backup step to copy. With `commit` (the default) the
+ * overlays are merged back once the run's later steps ran (release(), or
+ * dispose() where the run does not call it), so no chain grows; without it
+ * they stay, and the chain grows by one overlay per run.
+ */
+export function overlayProvider(s: PlannedLibvirtSnapshot): SnapshotProvider {
+  return new LibvirtOverlay(s);
+}
+
+class LibvirtOverlay implements SnapshotProvider {
+  private preparing: Promise<{ session: LibvirtSession; xml: string }> | undefined;
+  private disposing: Promise<void> | undefined;
+  private session: LibvirtSession | undefined;
+  /** The overlays are in place (libvirt accepted the snapshot in the window). */
+  private taken = false;
+  private merging: Promise<void> | undefined;
+
+  constructor(private readonly s: PlannedLibvirtSnapshot) {}
+
+  describe(): string {
+    const s = this.s;
+    const disks = s.disks === 'all' ? 'all disks' : s.disks.join(', ');
+    return `libvirt ${s.uri ?? 'default'}/${s.domain}: external disk-only snapshot (atomic${s.commit ? ', no metadata' : ''}) of ${disks} → ${s.target} (qcow2 overlays)${s.commit ? '; merged back after the later steps' : '; the overlays stay (the chain grows by one per run)'}`;
+  }
+
+  planSteps(): { beforeFreeze: string; afterThaw?: string } {
+    const s = this.s;
+    return {
+      beforeFreeze: `snapshot set-up: connect to libvirt, read ${s.domain}'s disks, check each overlay path is free, build the snapshot XML (timeout ${formatDuration(s.commandTimeoutMs)} per call)`,
+      ...(s.commit
+        ? {
+            afterThaw: `after the backup, verify and post-hook steps: merge each overlay back (block commit --active --shallow, READY, pivot; timeout ${formatDuration(s.timeoutMs)}); the domain is back on its images`,
+          }
+        : {}),
+    };
+  }
+
+  async prepare(ctx: { readonly guest: string }): Promise<void> {
+    await this.prepared(ctx.guest);
+  }
+
+  private prepared(guest: string): Promise<{ session: LibvirtSession; xml: string }> {
+    this.preparing ??= (async () => {
+      const session = await LibvirtSession.open(this.s, guest);
+      this.session = session;
+      const name = `quiesce-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+      return { session, xml: snapshotXml(name, session.all, session.picked) };
+    })();
+    return this.preparing;
+  }
+
+  async take(ctx: SnapshotContext): Promise<SnapshotTaken> {
+    const { session, xml } = await this.prepared(ctx.guest);
+    await session.send(
+      session.conn.snapshotCreateXml(session.dom, xml, snapshotFlags(this.s.commit), {
+        timeoutMs: this.s.commandTimeoutMs,
+      }),
+      ctx.signal,
+      'snapshot-create-xml',
+    );
+    this.taken = true;
+    return {
+      files: session.targets,
+      ...(this.s.commit
+        ? { release: (c: { readonly log: Log; readonly signal?: AbortSignal }) => this.merge(session, c) }
+        : {}),
+    };
+  }
+
+  /** Once: merges the overlays back (a second call gets the first's outcome). */
+  private merge(session: LibvirtSession, ctx: { readonly log: Log; readonly signal?: AbortSignal }): Promise<void> {
+    this.merging ??= merge(session, {
+      timeoutMs: this.s.timeoutMs,
+      warn: warner({ guest: session.guest, log: ctx.log }),
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    });
+    return this.merging;
+  }
+
+  dispose(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+    this.disposing ??= this.close(ctx);
+    return this.disposing;
+  }
+
+  private async close(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+    const session = this.session;
+    if (!session) return;
+    const warn = warner(ctx);
+    try {
+      // Taken, or perhaps taken after the window was cut short.
+      const inPlace = this.taken || (await session.wasAccepted()) !== false;
+      if (!inPlace) return;
+      if (!this.taken)
+        warn(
+          `the overlays ${session.targets.join(', ')} may have been created after the frozen window was cut short: the images below them are not frozen-consistent`,
+        );
+      if (!this.s.commit) return;
+      if (this.merging) {
+        // release() ran; its failure was reported there.
+        await this.merging.catch(() => undefined);
+        return;
+      }
+      await this.merge(session, { log: ctx.log }).catch((err: Error) => warn(err.message));
+    } catch (err) {
+      warn(
+        `cleaning up after the libvirt snapshot: ${(err as Error).message}; if the domain still runs on ${session.targets.join(', ')}: ${recoveryHint(
+          session,
+          session.picked.map((p) => p.disk.name),
+        )}`,
+      );
+    } finally {
+      session.release();
+    }
+  }
+}

@@ -1,0 +1,420 @@
+// quiesce against a TCG guest under a real libvirtd, a writer fsyncing inside, with the libvirt connector
+// (RPC, one connection) and the libvirt snapshot provider: backup mode (backup-begin in the window, the copy
+// finished after the thaw) gives a clean ext4 holding every completed file; snapshot mode (external
+// disk-only overlay in the window, the backup step copies the image below, then commit + pivot) leaves the
+// domain on its original image; a target that exists fails before the freeze; a hung agent is bounded
+// by the timeouts. One guest per agent kind, every scenario on it.
+import { after, before, describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { resolveConfig } from '../../src/config/load.js';
+import { isEnabled, parseCapabilities } from '../../src/guest/capabilities.js';
+import { LibvirtAgent } from '../../src/guest/connectors/libvirt.js';
+import { libvirtPool } from '../../src/libvirt/pool.js';
+import { captureLogger } from '../../src/log/logger.js';
+import { libvirtChecks } from '../../src/snapshot/libvirt/doctor.js';
+import { execute } from '../../src/workflow/executor.js';
+import { newRunId, plan } from '../../src/workflow/plan.js';
+import type { RunReport } from '../../src/workflow/results.js';
+import { SignalGuard } from '../../src/workflow/signals.js';
+import { haveQemuGa, type AgentKind } from '../helpers/agents.js';
+import {
+  defineGuest,
+  ensureLibvirtd,
+  LIBVIRT_URI,
+  libvirtUnavailable,
+  virsh,
+  type LibvirtGuest,
+} from '../helpers/libvirt.js';
+import { GUEST_DATA_MOUNT } from '../helpers/vm/qemu.js';
+import { checkWriterFiles, dumpe2fs, lastWriterNumber, WRITER_ARG } from '../helpers/vm/writer.js';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createConnection } from 'node:net';
+
+const unavailable =
+  libvirtUnavailable() ??
+  (haveQemuGa() ? undefined : 'no /usr/sbin/qemu-ga (qemu-guest-agent)') ??
+  (spawnSync('debugfs', ['-V']).status === 0 ? undefined : 'no debugfs (e2fsprogs)');
+const TIMEOUT = 600_000;
+const KINDS: AgentKind[] = ['qemu-ga', 'quiesce'];
+
+/** Waits until the writer has announced `count` more files than now (it is not frozen). */
+async function writerRuns(g: LibvirtGuest, count = 20, timeoutMs = 120_000): Promise<void> {
+  const start = lastWriterNumber(g.console());
+  const deadline = Date.now() + timeoutMs;
+  while (lastWriterNumber(g.console()) < start + count) {
+    if (Date.now() > deadline)
+      throw new Error(`the writer did not write ${count} files in ${timeoutMs} ms (from ${start})`);
+    await sleep(100);
+  }
+}
+
+const SSHD = '/usr/sbin/sshd';
+
+/** sshd on a loopback port with a fresh host key and one authorized key for root (Debian's openssh-server). */
+async function startSshd(
+  dir: string,
+): Promise<{ port: number; key: string; child: ChildProcess; stop(): Promise<void> }> {
+  const key = join(dir, 'client_key');
+  for (const k of ['host_key', 'client_key'])
+    spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, k)], { stdio: 'ignore' });
+  writeFileSync(join(dir, 'authorized_keys'), spawnSync('cat', [`${key}.pub`], { encoding: 'utf8' }).stdout);
+  const port = 20000 + (process.pid % 20000);
+  const config = join(dir, 'sshd_config');
+  writeFileSync(
+    config,
+    [
+      `Port ${port}`,
+      'ListenAddress 127.0.0.1',
+      `HostKey ${join(dir, 'host_key')}`,
+      `PidFile ${join(dir, 'sshd.pid')}`,
+      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+      'StrictModes no',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'PermitRootLogin prohibit-password',
+      'UsePAM no',
+      'LogLevel ERROR',
+      '',
+    ].join('\n'),
+  );
+  spawnSync('mkdir', ['-p', '/run/sshd']); // privilege separation directory
+  const child = spawn(SSHD, ['-f', config, '-D', '-e'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  for (let i = 0; ; i++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const c = createConnection(port, '127.0.0.1');
+      c.once('connect', () => (c.destroy(), resolve(true)));
+      c.once('error', () => resolve(false));
+    });
+    if (up) break;
+    if (i > 50 || child.exitCode !== null) throw new Error(`sshd did not start: ${err}`);
+    await sleep(100);
+  }
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
+  return { port, key, child, stop };
+}
+
+const diskSource = async (name: string): Promise<string> =>
+  /<disk type='file' device='disk'>[\s\S]*?<source file='([^']*)'/.exec(await virsh(['dumpxml', name]))?.[1] ?? '?';
+
+for (const kind of KINDS) {
+  describe(
+    `libvirt connector + provider, a TCG guest under libvirtd running ${kind}, a writer inside`,
+    { skip: unavailable, timeout: TIMEOUT },
+    () => {
+      let guest: LibvirtGuest | undefined;
+      let dir: string;
+      let skip: string | undefined;
+
+      before(async () => {
+        dir = mkdtempSync(join(tmpdir(), 'e2e-libvirt-'));
+        await ensureLibvirtd();
+        guest = await defineGuest({
+          agent: kind,
+          agentArgs: kind === 'quiesce' ? ['--fsfreeze-include=/data'] : [],
+          kernelArgs: [WRITER_ARG],
+          dataDiskMB: 64,
+        });
+        const agent = new LibvirtAgent({ uri: LIBVIRT_URI, domain: guest.name });
+        try {
+          const caps = parseCapabilities(await agent.execute('guest-info'));
+          const missing = ['guest-fsfreeze-freeze-list', 'guest-fsfreeze-thaw', 'guest-fsfreeze-status'].filter(
+            (c) => !isEnabled(caps, c),
+          );
+          skip = missing.length ? `${kind} ${caps.version} lacks ${missing.join(', ')}` : undefined;
+        } finally {
+          await agent.close();
+        }
+        await writerRuns(guest, 30);
+      });
+      after(async () => {
+        await libvirtPool.closeAll();
+        const name = guest?.name;
+        await guest?.destroy();
+        if (name)
+          assert.ok(!(await virsh(['list', '--all', '--name'])).split('\n').includes(name), `domain ${name} is gone`);
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      });
+
+      function config(name: string, snapshot: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+        const g = guest!;
+        return resolveConfig(
+          {
+            stateDir: join(dir, `${name}-state`),
+            guests: {
+              vm: {
+                connector: { type: 'libvirt', domain: g.name, uri: LIBVIRT_URI },
+                freeze: [GUEST_DATA_MOUNT],
+                snapshot: { provider: 'libvirt', ...snapshot },
+                timeouts: { freeze: '60s', thaw: '30s', command: '30s' },
+                ...extra,
+              },
+            },
+            // TCG on a busy machine is slow; the window is measured, not squeezed.
+            jobs: { e2e: { guests: ['vm'], budget: '60s' } },
+          },
+          'e2e',
+        );
+      }
+
+      async function run(
+        c: ReturnType<typeof config>,
+        onFrozen?: () => void,
+      ): Promise<{ report: RunReport; log: ReturnType<typeof captureLogger> }> {
+        const now = new Date();
+        const p = plan(c, 'e2e', { runId: newRunId(now), now });
+        const log = captureLogger();
+        const wrapped = Object.assign(
+          (e: Parameters<typeof log>[0]) => {
+            log(e);
+            if (e.kind === 'frozen') onFrozen?.();
+          },
+          { events: log.events },
+        );
+        const report = await execute(p, { log: wrapped, signals: new SignalGuard(wrapped) });
+        return { report, log };
+      }
+
+      test('backup mode: backup-begin in the window, the copy completes after the thaw, is clean and holds every completed file', async (t: TestContext) => {
+        if (skip) return t.skip(skip);
+        const g = guest!;
+        let announced = 0;
+        const { report, log } = await run(
+          config('backup', { mode: 'backup', disks: ['vda'], target: join(dir, '{guest}-{disk}-{timestamp}.img') }),
+          () => {
+            announced = lastWriterNumber(g.console());
+          },
+        );
+        const vm = report.guests[0]!;
+        assert.equal(report.exitCode, 0, vm.errors.map((e) => e.message).join('; '));
+        assert.equal(vm.consistency, 'filesystem');
+        assert.equal(vm.thawProven, true);
+        assert.deepEqual(
+          vm.steps.map((s) => s.name),
+          ['connect', 'preflight', 'snapshot-prepare', 'freeze', 'snapshot', 'thaw', 'prove-thaw', 'snapshot-complete'],
+        );
+        assert.ok(!log.events.some((e) => e.kind === 'warning'), 'no virsh fallback, no warning');
+        const copy = vm.snapshotFiles![0]!;
+        assert.match(copy, /vm-vda-\d{8}T\d{6}Z\.img$/);
+        const fs = dumpe2fs(copy);
+        const step = (n: string) => vm.steps.find((s) => s.name === n)!.durationMs;
+        t.diagnostic(
+          `${kind}: window ${vm.frozenWindowMs} ms (freeze ${vm.freezeMs} ms, backup-begin ${vm.snapshotMs} ms, thaw ${vm.thawMs} ms); connect ${step('connect')} ms, preflight ${step('preflight')} ms, prepare ${step('snapshot-prepare')} ms, copy done ${step('snapshot-complete')} ms after the thaw; dumpe2fs: "${fs.state}", needs_recovery ${fs.needsRecovery ? 'yes' : 'no'}`,
+        );
+        assert.equal(fs.state, 'clean');
+        assert.equal(fs.needsRecovery, false, fs.features.join(' '));
+        const files = checkWriterFiles(copy);
+        assert.deepEqual(files.problems, []);
+        assert.ok(
+          files.maxLogged >= announced,
+          `announced by the freeze reply: ${announced}, in the copy: ${files.maxLogged}`,
+        );
+        await writerRuns(g, 5); // thawed for real
+        assert.equal(await diskSource(g.name), g.dataImage);
+      });
+
+      test('snapshot mode with commit: overlay in the window, the backup step copies the image below, then commit + pivot back onto the original image', async (t: TestContext) => {
+        if (skip) return t.skip(skip);
+        const g = guest!;
+        const overlay = join(dir, 'overlay-{guest}-{disk}.qcow2');
+        const copy = join(dir, `snap-copy-${kind}.img`);
+        let sourceWhileBackup = '';
+        const probe = join(dir, 'probe.sh');
+        // The backup step: records which image the domain runs on, then copies the (now frozen-in-time) original.
+        writeFileSync(
+          probe,
+          `#!/bin/sh\nvirsh -c ${LIBVIRT_URI} domblklist "$1" --details > "$2.source"\nexec cp --sparse=always "$3" "$2"\n`,
+          { mode: 0o755 },
+        );
+        const { report, log } = await run(
+          config(
+            'snap',
+            { mode: 'snapshot', disks: ['vda'], target: overlay },
+            { backup: { argv: [probe, g.name, copy, g.dataImage] } },
+          ),
+        );
+        const vm = report.guests[0]!;
+        assert.equal(report.exitCode, 0, vm.errors.map((e) => e.message).join('; '));
+        assert.deepEqual(vm.snapshotFiles, [join(dir, 'overlay-vm-vda.qcow2')]);
+        sourceWhileBackup = spawnSync('cat', [`${copy}.source`], { encoding: 'utf8' }).stdout;
+        assert.match(sourceWhileBackup, /overlay-vm-vda\.qcow2/, 'the backup step ran while the overlay was active');
+        // Merged back: the domain XML names the original file again; the overlay is gone; no warning.
+        assert.equal(await diskSource(g.name), g.dataImage);
+        assert.ok(!existsSync(join(dir, 'overlay-vm-vda.qcow2')), 'the overlay file was deleted');
+        assert.deepEqual(
+          log.events.filter((e) => e.kind === 'warning'),
+          [],
+        );
+        const fs = dumpe2fs(copy);
+        t.diagnostic(
+          `${kind}: snapshot-mode window ${vm.frozenWindowMs} ms (snapshot-create ${vm.snapshotMs} ms); the copy of the image below: "${fs.state}"`,
+        );
+        assert.equal(fs.clean, true, fs.raw.slice(0, 300));
+        assert.deepEqual(checkWriterFiles(copy).problems, []);
+        assert.equal((await virsh(['snapshot-list', g.name, '--name'])).trim(), '', 'no snapshot metadata left');
+        await writerRuns(g, 5);
+      });
+
+      test('a target that exists fails before the freeze (snapshot-prepare), nothing is frozen or overwritten', async (t: TestContext) => {
+        if (skip) return t.skip(skip);
+        const taken = join(dir, 'taken-vda.img');
+        writeFileSync(taken, 'precious');
+        const { report } = await run(config('taken', { target: join(dir, 'taken-{disk}.img') }));
+        const vm = report.guests[0]!;
+        assert.notEqual(report.exitCode, 0);
+        assert.equal(vm.steps.at(-1)!.name, 'snapshot-prepare');
+        assert.ok(!vm.steps.some((s) => s.name === 'freeze'));
+        assert.match(vm.errors[0]!.message, /exists already \(refusing to overwrite\)/);
+        assert.equal(spawnSync('cat', [taken], { encoding: 'utf8' }).stdout, 'precious');
+      });
+
+      test('doctor checks: native transport, domain running, agent channel connected, disks and target directory', async () => {
+        const c = config('doctor', { mode: 'snapshot', target: join(dir, 'x-{disk}.qcow2') });
+        const checks = await libvirtChecks(c.guests.get('vm')!);
+        const bad = checks.filter((x) => !x.ok);
+        assert.deepEqual(bad, [], JSON.stringify(checks));
+        assert.deepEqual(
+          checks.map((x) => x.name),
+          [
+            'libvirt transport',
+            'libvirt connection',
+            'domain',
+            'agent channel',
+            'snapshot disks',
+            'snapshot target directory',
+            'domain job',
+          ],
+        );
+      });
+
+      if (kind === 'qemu-ga') {
+        test('snapshot mode with commit: false keeps the overlay (the chain grows by one), with snapshot metadata', async (t: TestContext) => {
+          if (skip) return t.skip(skip);
+          const g = guest!;
+          const { report } = await run(
+            config('keep', { mode: 'snapshot', commit: false, target: join(dir, 'kept-{disk}.qcow2') }),
+          );
+          assert.equal(report.exitCode, 0, JSON.stringify(report.guests[0]!.errors));
+          const kept = join(dir, 'kept-vda.qcow2');
+          assert.equal(await diskSource(g.name), kept);
+          assert.match(await virsh(['snapshot-list', g.name, '--name']), /quiesce-/);
+          // Undo by hand, as the docs tell: merge it back, drop the metadata.
+          await virsh(['blockcommit', g.name, 'vda', '--active', '--shallow', '--pivot', '--wait']);
+          const name = (await virsh(['snapshot-list', g.name, '--name'])).trim();
+          await virsh(['snapshot-delete', g.name, name, '--metadata']);
+          assert.equal(await diskSource(g.name), g.dataImage);
+        });
+
+        test('qemu+ssh through an sshd on loopback: the connector and the backup provider over ssh + virt-ssh-helper', async (t: TestContext) => {
+          if (skip) return t.skip(skip);
+          if (!existsSync(SSHD)) return t.skip(`no ${SSHD} (openssh-server)`);
+          const g = guest!;
+          const sshDir = mkdtempSync(join(tmpdir(), 'e2e-sshd-'));
+          const sshd = await startSshd(sshDir);
+          try {
+            const uri = `qemu+ssh://root@127.0.0.1:${sshd.port}/system?keyfile=${sshd.key}&no_verify=1`;
+            const a = new LibvirtAgent({ uri, domain: g.name });
+            try {
+              assert.deepEqual(await a.execute('guest-ping'), {});
+              assert.equal(a.via, 'rpc');
+            } finally {
+              await a.close();
+            }
+            const c = resolveConfig(
+              {
+                stateDir: join(dir, 'ssh-state'),
+                guests: {
+                  vm: {
+                    connector: { type: 'libvirt', domain: g.name, uri },
+                    freeze: [GUEST_DATA_MOUNT],
+                    snapshot: { provider: 'libvirt', target: join(dir, 'ssh-{disk}.img') },
+                    timeouts: { freeze: '60s', thaw: '30s', command: '30s' },
+                  },
+                },
+                jobs: { e2e: { guests: ['vm'], budget: '60s' } },
+              },
+              'e2e',
+            );
+            const { report, log } = await run(c);
+            const vm = report.guests[0]!;
+            assert.equal(report.exitCode, 0, vm.errors.map((e) => e.message).join('; '));
+            assert.deepEqual(
+              log.events.filter((e) => e.kind === 'warning'),
+              [],
+            );
+            const fs = dumpe2fs(join(dir, 'ssh-vda.img'));
+            t.diagnostic(
+              `over ssh: window ${vm.frozenWindowMs} ms, connect ${vm.steps[0]!.durationMs} ms; the copy: "${fs.state}"`,
+            );
+            assert.equal(fs.clean, true);
+          } finally {
+            await libvirtPool.closeAll();
+            await sshd.stop();
+            rmSync(sshDir, { recursive: true, force: true });
+          }
+        });
+
+        test('a hung agent (SIGSTOP for 15 s): the run fails with TIMEOUT within the timeouts, nothing stays frozen', async (t: TestContext) => {
+          if (skip) return t.skip(skip);
+          const g = guest!;
+          // guest-exec (qemu-ga) stops the agent, and lets it go on after 15 s.
+          await g.agentCommand('guest-exec', {
+            path: '/bin/sh',
+            arg: [
+              '-c',
+              'p=$(cat /run/quiesce-vm/agent.pid); (sleep 0.5; kill -STOP $p; sleep 15; kill -CONT $p) </dev/null >/dev/null 2>&1 &',
+            ],
+          });
+          await sleep(1500);
+          const t0 = Date.now();
+          const { report } = await run(
+            config(
+              'hung',
+              { target: join(dir, 'hung-{disk}.img') },
+              { timeouts: { connect: '3s', freeze: '3s', thaw: '3s', command: '3s' } },
+            ),
+          );
+          const took = Date.now() - t0;
+          const vm = report.guests[0]!;
+          t.diagnostic(
+            `hung agent: run ended after ${took} ms: ${vm.errors.map((e) => `${e.code} ${e.message}`).join('; ')}`,
+          );
+          assert.notEqual(report.exitCode, 0);
+          assert.equal(vm.errors[0]!.code, 'TIMEOUT');
+          assert.ok(!vm.steps.some((s) => s.name === 'freeze'), 'never frozen');
+          assert.ok(took < 15_000, `bounded by the timeouts (${took} ms)`);
+          assert.deepEqual(
+            readdirSync(dir).filter((f) => f.startsWith('hung-')),
+            [],
+          );
+          // The agent comes back; libvirt's channel recovers and the guest is thawed.
+          const agent = new LibvirtAgent({ uri: LIBVIRT_URI, domain: g.name });
+          try {
+            for (let i = 0; ; i++) {
+              try {
+                assert.equal(await agent.execute('guest-fsfreeze-status', undefined, { timeoutMs: 3000 }), 'thawed');
+                break;
+              } catch (err) {
+                if (i > 30) throw err;
+                await sleep(1000);
+              }
+            }
+          } finally {
+            await agent.close();
+          }
+          await writerRuns(g, 3);
+        });
+      }
+    },
+  );
+}
