@@ -8,6 +8,7 @@ import type { ResolvedConfig, ResolvedGuest } from '../config/types.js';
 import { Journal, ownerAlive } from '../workflow/journal.js';
 import { emergencyThaw } from '../workflow/emergency.js';
 import { preflight } from '../workflow/preflight.js';
+import { libvirtChecks, type LibvirtCheck } from '../snapshot/index.js';
 import { stoppedNote } from '../process/pid.js';
 import type { RunReport } from '../workflow/results.js';
 import { EXIT } from '../workflow/exit-code.js';
@@ -34,6 +35,8 @@ interface DoctorResult {
   watchdog?: boolean;
   mountpoints?: string[];
   notMounted?: string[];
+  /** libvirt guests: transport, connection, domain, channel, and for the libvirt provider its disks and targets. */
+  libvirt?: LibvirtCheck[];
   error?: string;
 }
 
@@ -53,6 +56,7 @@ export async function doctor(ctx: CliContext, config: ResolvedConfig, names: rea
       if (r.missingCommands?.length) parts.push(`missing/disabled: ${r.missingCommands.join(', ')}`);
       if (r.mountpoints) parts.push(`filesystems: ${r.mountpoints.join(' ')}`);
       if (r.notMounted?.length) parts.push(`NOT MOUNTED: ${r.notMounted.join(' ')}`);
+      for (const c of r.libvirt ?? []) parts.push(`${c.ok ? '' : 'FAILED '}${c.name}: ${c.detail}`);
       if (r.error) parts.push(r.error);
       return `${head}: ${parts.join('; ')}`;
     })
@@ -91,6 +95,11 @@ async function checkGuest(ctx: CliContext, g: ResolvedGuest): Promise<DoctorResu
   } finally {
     await agent.close().catch(() => undefined);
     await lock.release();
+  }
+  const libvirt = await libvirtChecks(g);
+  if (libvirt.length) {
+    r.libvirt = libvirt;
+    if (libvirt.some((c) => !c.ok)) r.ok = false;
   }
   return r;
 }

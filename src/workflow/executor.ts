@@ -186,16 +186,21 @@ async function postSteps(r: GuestRun, log: Log, signals: SignalGuard, stop: Abor
     ]);
   for (const [i, h] of g.postHooks.entries())
     steps.push([`post-hook ${i + 1}`, () => r.processStep(`post-hook ${i + 1}`, h, stop)]);
-  for (const [name, run] of steps) {
-    if (signals.received) {
-      r.addError('INTERRUPTED', interrupted(signals, `${name} not started`).message, name);
-      return;
+  try {
+    for (const [name, run] of steps) {
+      if (signals.received) {
+        r.addError('INTERRUPTED', interrupted(signals, `${name} not started`).message, name);
+        return;
+      }
+      try {
+        await run();
+      } catch {
+        // Recorded in the result by step().
+        return;
+      }
     }
-    try {
-      await run();
-    } catch {
-      // Recorded in the result by step().
-      return;
-    }
+  } finally {
+    // Whatever happened to the steps: a snapshot held for the copy (an overlay) is given back now.
+    await r.releaseSnapshot(stop).catch(() => undefined);
   }
 }

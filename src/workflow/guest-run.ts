@@ -141,6 +141,13 @@ export class GuestRun {
     await this.step('snapshot-complete', () => complete({ log: this.log, signal }));
   }
 
+  /** After the backup step, failed or not: undo what the snapshot held for it (libvirt merges its overlay back). */
+  async releaseSnapshot(signal: AbortSignal): Promise<void> {
+    const release = this.taken?.release;
+    if (!release) return;
+    await this.step('snapshot-release', () => release({ log: this.log, signal }));
+  }
+
   /** Lock the guest's channel, connect and sync, check the agent can freeze what the plan asks. */
   async connectAndCheck(signal?: AbortSignal): Promise<void> {
     const g = this.plan;
