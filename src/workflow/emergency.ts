@@ -61,8 +61,9 @@ export async function emergencyThaw(
     tookOverFrom = { ...holder, killed };
     lock = await acquireGuestLock(address, KILL_WAIT_MS);
   }
-  const agent = o.agent(g);
+  let agent: GuestAgent | undefined;
   try {
+    agent = o.agent(g);
     const journal = new Journal(o.stateDir);
     const records = journal.list().records.filter((r) => r.guest === g.name && !ownerAlive(r));
     const frozen = records.find((r) => r.frozen !== undefined)?.frozen;
@@ -77,7 +78,7 @@ export async function emergencyThaw(
     if (outcome.proven) for (const r of records) await journal.remove(r.runId, r.guest);
     return { outcome, ...(tookOverFrom ? { tookOverFrom } : {}) };
   } finally {
-    await agent.close().catch(() => undefined);
+    await agent?.close().catch(() => undefined);
     await lock.release();
   }
 }

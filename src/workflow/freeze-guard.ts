@@ -76,7 +76,15 @@ export async function freezeGuard(
 
     ctx.onWindow?.(true);
     windowOpen = true;
-    const frozen = await Promise.allSettled(members.map((m) => m.freeze()));
+    const aborted = new Promise<'aborted'>((resolve) =>
+      abort.signal.addEventListener('abort', () => resolve('aborted'), { once: true }),
+    );
+    const freezes = Promise.allSettled(members.map((m) => m.freeze()));
+    // A member whose freeze hangs must not keep the others frozen past the budget: on abort, go and thaw
+    // (each member's thaw waits for its own freeze's reply or timeout; the others thaw at once).
+    const frozenOrAborted = await Promise.race([freezes, aborted]);
+    if (frozenOrAborted === 'aborted') throw abort.signal.reason;
+    const frozen = frozenOrAborted;
     for (const m of members) {
       const n = m.result.frozenFilesystems;
       const r = records.get(m);
@@ -97,9 +105,6 @@ export async function freezeGuard(
     }
     if (abort.signal.aborted) throw abort.signal.reason;
 
-    const aborted = new Promise<'aborted'>((resolve) =>
-      abort.signal.addEventListener('abort', () => resolve('aborted'), { once: true }),
-    );
     snapshots = Promise.all(members.map((m) => snapshot(m, abort.signal)));
     // Thaw the moment the budget or a signal says so, even while the snapshot process is still being killed.
     const first = await Promise.race([snapshots.then(() => 'done' as const), aborted]);

@@ -31,6 +31,8 @@ export class GuestRun {
   private taken: SnapshotTaken | undefined;
   private thawedAt: number | undefined;
   private attempted = false;
+  /** The freeze request, from sending to its reply or failure. */
+  private freezing: Promise<void> | undefined;
   private ranHooks = false;
   /** One per run: a provider keeps state from prepare to dispose (a QMP connection, its block jobs). */
   private readonly provider: SnapshotProvider;
@@ -168,7 +170,7 @@ export class GuestRun {
     this.ranHooks = g.preHooks.length > 0;
   }
 
-  exec(command: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<unknown> {
+  async exec(command: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<unknown> {
     if (!this.agent) throw new QuiesceError('CHANNEL_GONE', 'not connected', { guest: this.plan.name });
     return this.agent.execute(command, args, { timeoutMs: timeoutMs ?? this.plan.timeouts.commandMs });
   }
@@ -180,7 +182,12 @@ export class GuestRun {
   }
 
   /** Sends the freeze; the frozen window starts here. Counts fewer than asked are an error. */
-  async freeze(): Promise<void> {
+  freeze(): Promise<void> {
+    this.freezing = this.doFreeze();
+    return this.freezing;
+  }
+
+  private async doFreeze(): Promise<void> {
     const g = this.plan;
     await this.step('freeze', async () => {
       this.attempted = true;
@@ -209,6 +216,9 @@ export class GuestRun {
    */
   async thawAndProve(): Promise<void> {
     const g = this.plan;
+    // A freeze still waiting for its reply (the guard gave up on it) holds the channel: its reply, or its
+    // timeout, comes first; then the thaw knows the count. The other members are thawed meanwhile.
+    await this.freezing?.catch(() => undefined);
     const startedAt = new Date().toISOString();
     const t0 = performance.now();
     this.log({ kind: 'step-start', guest: g.name, step: 'thaw' });

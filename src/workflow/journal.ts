@@ -155,7 +155,7 @@ export class Journal {
     for (const n of names.sort()) {
       try {
         const r = JSON.parse(readFileSync(join(this.dir, n), 'utf8')) as JournalRecord;
-        if (r.version !== 1 || typeof r.guest !== 'string') throw new Error('unknown format');
+        if (!isRecord(r)) throw new Error('unknown format');
         records.push(r);
       } catch {
         unreadable.push(join(this.dir, n));
@@ -163,4 +163,23 @@ export class Journal {
     }
     return { records, unreadable };
   }
+}
+
+/** A record recovery can act on: every field it reads is there, with its type. */
+function isRecord(r: unknown): r is JournalRecord {
+  const x = r as Partial<JournalRecord> | null;
+  return (
+    typeof x === 'object' &&
+    x !== null &&
+    x.version === 1 &&
+    typeof x.runId === 'string' &&
+    typeof x.guest === 'string' &&
+    typeof x.address === 'string' &&
+    typeof x.connector === 'object' &&
+    x.connector !== null &&
+    typeof (x.connector as { kind?: unknown }).kind === 'string' &&
+    Number.isInteger(x.pid) &&
+    typeof x.pidStart === 'string' &&
+    (x.frozen === undefined || Number.isInteger(x.frozen))
+  );
 }

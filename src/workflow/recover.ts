@@ -1,5 +1,6 @@
 import type { ConnectorSpec } from '../config/connector.js';
 import { DEFAULTS } from '../config/defaults.js';
+import { basename } from 'node:path';
 import { guestAgent } from '../guest/connect.js';
 import { acquireGuestLock, LockedError } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
@@ -27,9 +28,17 @@ export async function recover(
 ): Promise<RecoveryResult[]> {
   const journal = new Journal(stateDir);
   const { records, unreadable } = journal.list();
-  for (const path of unreadable)
-    log({ kind: 'warning', message: `unreadable journal record ${path}: inspect it and remove it by hand` });
   const results: RecoveryResult[] = [];
+  for (const path of unreadable) {
+    const message = `unreadable journal record ${path}: inspect it and remove it by hand`;
+    log({ kind: 'warning', message });
+    // Its guest may be frozen and nothing here can tell: never a silent success.
+    // Records are named RUNID--GUEST.json; any other name is shown as it is.
+    const name = basename(path, '.json');
+    const cut = name.indexOf('--');
+    const [runId, guest] = cut < 0 ? ['?', name] : [name.slice(0, cut), safeDecode(name.slice(cut + 2))];
+    results.push({ guest, runId, ok: false, error: message });
+  }
   for (const r of records) {
     if (r.pid === process.pid) continue;
     if (ownerAlive(r)) {
@@ -55,8 +64,9 @@ export async function recover(
       results.push({ guest: r.guest, runId: r.runId, ok: false, error, busy: { pid: holder?.pid ?? 0 } });
       continue;
     }
-    const agent = factory(r.connector, log);
+    let agent: GuestAgent | undefined;
     try {
+      agent = factory(r.connector, log);
       const t = await thawAndProve(agent, {
         guest: r.guest,
         log,
@@ -73,10 +83,23 @@ export async function recover(
         results.push({ guest: r.guest, runId: r.runId, ok: false, error });
         log({ kind: 'recovered', guest: r.guest, runId: r.runId, thawed: 0, ok: false, error });
       }
+    } catch (err) {
+      // The agent could not even be set up: this guest is not thawed, and the others still get their turn.
+      const error = `cannot reach the agent: ${(err as Error).message}`;
+      results.push({ guest: r.guest, runId: r.runId, ok: false, error });
+      log({ kind: 'recovered', guest: r.guest, runId: r.runId, thawed: 0, ok: false, error });
     } finally {
-      await agent.close().catch(() => undefined);
+      await agent?.close().catch(() => undefined);
       await lock.release();
     }
   }
   return results;
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
 }
