@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync } from 'node:fs';
-import { mkdir, open, readFile, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -161,11 +161,9 @@ export async function acquireLock(
       // Only a name for humans: the socket is the lock, so a failed write takes nothing away.
       await writeFile(holderPath(dir, id), JSON.stringify(holder), { mode: 0o600 }).catch(() => undefined);
       return {
-        release: async () => {
-          const current = await readHolder(dir, id);
-          if (current?.pid === process.pid) await unlink(holderPath(dir, id)).catch(() => undefined);
-          await new Promise<void>((resolve) => server.close(() => resolve()));
-        },
+        // The holder file stays: a reader checks that its pid still runs with its start time, so a
+        // stale one names nobody, and the next holder overwrites it (one file per lock name).
+        release: () => new Promise<void>((resolve) => server.close(() => resolve())),
       };
     }
     if (Date.now() >= deadline) throw new LockedError(opts.what ?? name, await readHolder(dir, id));
