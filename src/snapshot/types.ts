@@ -1,55 +1,27 @@
 import type { Log } from '../log/logger.js';
 
+import type { CommandSnapshotConfig, LibvirtSnapshotConfig, QmpSnapshotConfig } from '../config/types.js';
+
 /** A snapshot step as planned for one guest, provider-specific and fully resolved. */
-export type PlannedSnapshot =
-  | {
-      readonly provider: 'command';
-      readonly argv: readonly string[];
-      readonly timeoutMs: number;
-    }
-  | PlannedQmpSnapshot
-  | PlannedLibvirtSnapshot;
+export type PlannedSnapshot = CommandSnapshotConfig | PlannedQmpSnapshot | PlannedLibvirtSnapshot;
+
+/**
+ * What a provider that talks to a service (QMP, libvirt) adds to its config for
+ * one run: the target has every placeholder filled but {disk} (filled per disk
+ * once the disks are known), and the guest's timeouts for the service's calls.
+ */
+interface ServiceTimeouts {
+  /** Connecting (outside the window). */
+  readonly connectTimeoutMs: number;
+  /** Each call; the one inside the window is bounded by the budget too. */
+  readonly commandTimeoutMs: number;
+}
 
 /** Provider `qmp`: block jobs or overlays through QEMU's monitor. */
-export interface PlannedQmpSnapshot {
-  readonly provider: 'qmp';
-  readonly socket: string;
-  readonly mode: 'backup' | 'snapshot';
-  readonly disks: 'all' | readonly string[];
-  /** The target path with every placeholder filled but {disk} (filled per disk once the disks are known). */
-  readonly target: string;
-  readonly format: 'raw' | 'qcow2';
-  /** Connecting to QMP (outside the window). */
-  readonly connectTimeoutMs: number;
-  /** Each QMP command; the transaction inside the window is bounded by the budget too. */
-  readonly commandTimeoutMs: number;
-  /** How long the copy may take after the thaw (backup mode). */
-  readonly timeoutMs: number;
-}
+export type PlannedQmpSnapshot = QmpSnapshotConfig & ServiceTimeouts;
 
 /** Provider `libvirt`: a push backup job or external overlays through libvirt, for the guest's libvirt domain. */
-export interface PlannedLibvirtSnapshot {
-  readonly provider: 'libvirt';
-  /** The connector's URI (undefined: libvirt's default). */
-  readonly uri?: string;
-  /** The connector's domain. */
-  readonly domain: string;
-  readonly mode: 'backup' | 'snapshot';
-  /** Target device names (vda, sdb), or every writable disk. */
-  readonly disks: 'all' | readonly string[];
-  /** The target (backup copy or overlay) with every placeholder filled but {disk}. */
-  readonly target: string;
-  /** The backup copy's format (snapshot mode: always qcow2 overlays). */
-  readonly format: 'raw' | 'qcow2';
-  /** Snapshot mode: merge the overlays back (block commit + pivot) once the backup step ran. */
-  readonly commit: boolean;
-  /** Opening the libvirt connection (outside the window). */
-  readonly connectTimeoutMs: number;
-  /** Each libvirt call; the one inside the window is bounded by the budget too. */
-  readonly commandTimeoutMs: number;
-  /** How long the copy (backup mode) or the merge (snapshot mode) may take after the thaw. */
-  readonly timeoutMs: number;
-}
+export type PlannedLibvirtSnapshot = LibvirtSnapshotConfig & ServiceTimeouts;
 
 export interface SnapshotContext {
   readonly guest: string;
