@@ -1,14 +1,18 @@
 import { Command, CommanderError, Option } from 'commander';
-import { defaultStateDir } from '../config/load.js';
+import { defaultStateDir } from '../config/defaults.js';
 import { MAX_BUDGET_MS, MAX_WAIT_MS, parseCliDuration } from '../config/duration.js';
 import { exitTableText } from '../report/exit-codes.js';
 import { EXIT, exitCodeForError } from '../workflow/exit-code.js';
-import { CliContext, type GlobalOptions } from './context.js';
-import { pruneJob, runJob, showPlan } from './run.js';
-import { freezeAndRun } from './freeze.js';
-import { doctor, status, thaw } from './inspect.js';
-import { runDemo } from './demo.js';
+import type { CliContext, GlobalOptions } from './context.js';
+import { loadCommand, type LoadedCommand } from './load-command.js';
 import { version } from '../version.js';
+
+// Commander, the version and the exit table load with the CLI; every subcommand's modules load when it runs.
+const runModule = () => import('./run.js');
+const freezeModule = () => import('./freeze.js');
+const inspectModule = () => import('./inspect.js');
+const demoModule = () => import('./demo.js');
+const noModule = () => Promise.resolve(undefined);
 
 const VERSION = version();
 
@@ -28,7 +32,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-  const ctxOf = (cmd: Command): CliContext => new CliContext(cmd.optsWithGlobals<GlobalOptions>());
+  const ctxOf = (loaded: LoadedCommand<unknown>, cmd: Command): CliContext =>
+    new loaded.CliContext(cmd.optsWithGlobals<GlobalOptions>());
 
   program
     .command('run [job]')
@@ -41,15 +46,17 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--demo', 'run the embedded demo job on a loop-mounted ext4 image (needs root; no config file)')
     .action(
       async (job: string | undefined, o: { wait?: string; metricsFile?: string; demo?: boolean }, cmd: Command) => {
-        const ctx = ctxOf(cmd);
         // Checked before anything else: bad input touches nothing.
         const waitMs =
           o.wait === undefined ? undefined : parseCliDuration('--wait', o.wait, { min: 0, max: MAX_WAIT_MS });
         if (o.demo) {
-          code = await runDemo(ctx);
+          const demo = await loadCommand(demoModule, { frozenWindow: true });
+          code = await demo.impl.runDemo(ctxOf(demo, cmd));
           return;
         }
-        code = await runJob(ctx, await ctx.loadConfig(), job, {
+        const run = await loadCommand(runModule, { frozenWindow: true });
+        const ctx = ctxOf(run, cmd);
+        code = await run.impl.runJob(ctx, await ctx.loadConfig(), job, {
           ...(waitMs !== undefined ? { waitMs } : {}),
           ...(o.metricsFile ? { metricsFile: o.metricsFile } : {}),
         });
@@ -60,8 +67,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     .command('plan [job]')
     .description('print exactly what run would do (resolved argv, timeouts), touching no guest')
     .action(async (job: string | undefined, _o: unknown, cmd: Command) => {
-      const ctx = ctxOf(cmd);
-      code = showPlan(ctx, await ctx.loadConfig(), job);
+      const run = await loadCommand(runModule);
+      const ctx = ctxOf(run, cmd);
+      code = run.impl.showPlan(ctx, await ctx.loadConfig(), job);
     });
 
   program
@@ -69,8 +77,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     .description("apply the guests' retention rules (keep last / daily / weekly) now; --dry-run only lists")
     .option('--dry-run', 'list what would be kept and removed, remove nothing')
     .action(async (job: string | undefined, o: { dryRun?: boolean }, cmd: Command) => {
-      const ctx = ctxOf(cmd);
-      code = await pruneJob(ctx, await ctx.loadConfig(), job, o.dryRun === true);
+      const run = await loadCommand(runModule);
+      const ctx = ctxOf(run, cmd);
+      code = await run.impl.pruneJob(ctx, await ctx.loadConfig(), job, o.dryRun === true);
     });
 
   program
@@ -79,16 +88,18 @@ export async function main(argv: readonly string[]): Promise<number> {
       "check each guest's agent: reachable, in sync, freeze commands enabled, not frozen, round-trip time, filesystems",
     )
     .action(async (guests: string[], _o: unknown, cmd: Command) => {
-      const ctx = ctxOf(cmd);
-      code = await doctor(ctx, await ctx.loadConfig(), guests);
+      const inspect = await loadCommand(inspectModule);
+      const ctx = ctxOf(inspect, cmd);
+      code = await inspect.impl.doctor(ctx, await ctx.loadConfig(), guests);
     });
 
   program
     .command('status')
     .description('who is frozen (live status and the journal) and how the last run ended')
     .action(async (_o: unknown, cmd: Command) => {
-      const ctx = ctxOf(cmd);
-      code = await status(ctx, await ctx.loadConfig());
+      const inspect = await loadCommand(inspectModule);
+      const ctx = ctxOf(inspect, cmd);
+      code = await inspect.impl.status(ctx, await ctx.loadConfig());
     });
 
   program
@@ -107,12 +118,13 @@ export async function main(argv: readonly string[]): Promise<number> {
         o: { guest?: string; local?: boolean; mountpoint?: string[]; budget?: string },
         cmd: Command,
       ) => {
-        const ctx = ctxOf(cmd);
-        const globals = cmd.optsWithGlobals<GlobalOptions>();
         const budgetMs =
           o.budget === undefined ? undefined : parseCliDuration('--budget', o.budget, { min: 1, max: MAX_BUDGET_MS });
+        const freeze = await loadCommand(freezeModule, { frozenWindow: true });
+        const ctx = ctxOf(freeze, cmd);
+        const globals = cmd.optsWithGlobals<GlobalOptions>();
         const config = o.guest || globals.config ? await ctx.loadConfig() : undefined;
-        code = await freezeAndRun(ctx, config, cmdArgs, {
+        code = await freeze.impl.freezeAndRun(ctx, config, cmdArgs, {
           ...(o.guest ? { guest: o.guest } : {}),
           ...(o.local ? { local: true } : {}),
           ...(o.mountpoint ? { mountpoint: o.mountpoint } : {}),
@@ -129,16 +141,17 @@ export async function main(argv: readonly string[]): Promise<number> {
     )
     .option('--force', 'terminate the quiesce process holding the channel (SIGTERM, SIGKILL after 2 s), then thaw')
     .action(async (guest: string, o: { force?: boolean }, cmd: Command) => {
-      const ctx = ctxOf(cmd);
+      const inspect = await loadCommand(inspectModule);
+      const ctx = ctxOf(inspect, cmd);
       const config = await ctx.loadConfig();
-      code = await thaw(ctx, config, guest, o.force === true);
+      code = await inspect.impl.thaw(ctx, config, guest, o.force === true);
     });
 
   program
     .command('recover')
     .description('thaw every guest a crashed run left frozen (from the journal), and nothing else')
     .action(async (_o: unknown, cmd: Command) => {
-      const ctx = ctxOf(cmd);
+      const ctx = ctxOf(await loadCommand(noModule), cmd);
       const config = await ctx.loadConfig();
       const results = await ctx.recover(config.stateDir);
       const text = results.length

@@ -1,0 +1,63 @@
+import { setFlagsFromString } from 'node:v8';
+import type { CliContext } from './context.js';
+
+/** A subcommand's implementation and the CLI context, loaded when the subcommand runs. */
+export interface LoadedCommand<T> {
+  readonly impl: T;
+  readonly CliContext: typeof CliContext;
+}
+
+/**
+ * The large libraries of the freeze path that never run inside a frozen
+ * window (winston writes only after it: the log is held meanwhile; config
+ * parsing). execa is not among them: only libvirt's virsh fallback uses it,
+ * and that loads it when it first runs, before the freeze.
+ */
+const loadOutsideWindow = (): Promise<unknown> =>
+  Promise.all([import('winston'), import('cosmiconfig'), import('zod')]);
+
+/**
+ * Loads a subcommand's modules when it runs (`quiesce --version` and `--help`
+ * load none). With `frozenWindow`, the subcommand opens a frozen window: its
+ * modules are compiled eagerly (V8's --no-lazy, set only while they load), so
+ * that no function first called inside the window (the freeze, the snapshot
+ * step, the thaw, the agent client's reply path) is compiled there. A flag set
+ * at run time applies to code compiled afterwards. The big libraries above are
+ * loaded first and compile lazily as usual: they are most of the code loaded,
+ * and none of it is first run inside the window.
+ */
+export async function loadCommand<T>(
+  impl: () => Promise<T>,
+  o: { readonly frozenWindow?: boolean } = {},
+): Promise<LoadedCommand<T>> {
+  if (!o.frozenWindow) {
+    const [loaded, context] = await Promise.all([impl(), import('./context.js')]);
+    return { impl: loaded, CliContext: context.CliContext };
+  }
+  await loadOutsideWindow();
+  setFlagsFromString('--no-lazy');
+  try {
+    const [loaded, context] = await Promise.all([impl(), import('./context.js')]);
+    warmUpNodeInternals();
+    return { impl: loaded, CliContext: context.CliContext };
+  } finally {
+    setFlagsFromString('--lazy');
+  }
+}
+
+/**
+ * Node's own code that the window is first to use compiles there too, beyond
+ * the flag's reach: AbortSignal listeners (the budget's abort, the snapshot
+ * step's cancel) and the timer queue with timers of two durations. Used once
+ * here, on nothing.
+ */
+function warmUpNodeInternals(): void {
+  const controller = new AbortController();
+  const listener = (): void => {};
+  controller.signal.addEventListener('abort', listener, { once: true });
+  controller.signal.removeEventListener('abort', listener);
+  controller.signal.addEventListener('abort', listener, { once: true });
+  controller.abort();
+  const timers = [setTimeout(listener, 60_000), setTimeout(listener, 120_000)];
+  for (const t of timers) clearTimeout(t);
+}
