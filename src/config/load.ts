@@ -415,6 +415,3 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
     maxReplyBytes: g.maxReplyBytes ?? DEFAULTS.maxReplyBytes,
   };
 }
-
-// cli/main.ts still takes it from here until its imports go lazy (start-up work in progress).
-export { defaultStateDir };
