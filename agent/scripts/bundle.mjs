@@ -9,7 +9,7 @@ await build({
   outfile: new URL('../dist/quiesce-agent.mjs', import.meta.url).pathname,
   bundle: true,
   platform: 'node',
-  target: 'node20',
+  target: 'node18',
   format: 'esm',
   banner: { js: '#!/usr/bin/env node' },
   define: { __QUIESCE_AGENT_VERSION__: JSON.stringify(pkg.version) },
