@@ -73,6 +73,16 @@ const connector = z.discriminatedUnion('type', [
   z.object({ type: z.literal('libvirt'), domain: z.string().min(1), uri: z.string().min(1).optional() }).strict(),
 ]);
 
+/** "all", or a list of disk names (each once); `what` says what a name is, for the error. */
+const diskSelection = (what: string) =>
+  z.union([
+    z.literal('all'),
+    z
+      .array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, `${what}: letters, digits, ".", "_", "-"`))
+      .min(1, 'list at least one disk, or say "all"')
+      .refine((d) => new Set(d).size === d.length, 'a disk is listed twice'),
+  ]);
+
 const snapshot = z.discriminatedUnion('provider', [
   z.object({ provider: z.literal('command'), argv, timeout: stepTimeout.optional() }).strict(),
   z
@@ -82,19 +92,7 @@ const snapshot = z.discriminatedUnion('provider', [
       socket: absPath,
       mode: z.enum(['backup', 'snapshot']).optional(),
       /** Node names or device ids (as query-block shows them), or "all". */
-      disks: z
-        .union([
-          z.literal('all'),
-          z
-            .array(
-              z
-                .string()
-                .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a node name or device id: letters, digits, ".", "_", "-"'),
-            )
-            .min(1, 'list at least one disk, or say "all"')
-            .refine((d) => new Set(d).size === d.length, 'a disk is listed twice'),
-        ])
-        .optional(),
+      disks: diskSelection('a node name or device id').optional(),
       /** One file per disk; placeholders as in argv plus {disk}. */
       target: absPath,
       format: z.enum(['raw', 'qcow2']).optional(),
@@ -109,19 +107,7 @@ const snapshot = z.discriminatedUnion('provider', [
       /** backup: a push backup job (default); snapshot: external disk-only overlays. */
       mode: z.enum(['backup', 'snapshot']).optional(),
       /** Target device names as the domain XML has them (vda, sdb), or "all". */
-      disks: z
-        .union([
-          z.literal('all'),
-          z
-            .array(
-              z
-                .string()
-                .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a target device name like vda: letters, digits, ".", "_", "-"'),
-            )
-            .min(1, 'list at least one disk, or say "all"')
-            .refine((d) => new Set(d).size === d.length, 'a disk is listed twice'),
-        ])
-        .optional(),
+      disks: diskSelection('a target device name like vda').optional(),
       /** One file per disk (the backup copy, or the overlay); placeholders as in argv plus {disk}. */
       target: absPath,
       format: z.enum(['raw', 'qcow2']).optional(),
