@@ -17,9 +17,15 @@ if (files.length === 0) {
   console.error('no test files match');
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
-  stdio: 'inherit',
-});
+// --test-force-exit: a file whose tests have all ended exits even if a leaked handle (a socket nobody
+// closed) would keep it alive; otherwise one such leak hangs the whole run until CI's limit.
+const r = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-force-exit', ...files],
+  {
+    stdio: 'inherit',
+  },
+);
 // The libvirt tests start libvirtd/virtlogd when none answers and share them across files; stop the
 // ones they started (a daemon that was already running is left alone).
 const stop = spawnSync(

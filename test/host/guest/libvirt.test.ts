@@ -40,6 +40,8 @@ describe('libvirt connector against a libvirtd guest running qemu-ga', { skip: u
     stateDir = mkdtempSync(join(tmpdir(), 'libvirt-state-'));
   });
   after(async () => {
+    // Its lease holds the shared libvirt connection (and the process) open until it is closed.
+    await agent?.close();
     await guest?.destroy();
     if (stateDir) rmSync(stateDir, { recursive: true, force: true });
   });
