@@ -105,12 +105,16 @@ export async function freezeGuard(
     }
     if (abort.signal.aborted) throw abort.signal.reason;
 
-    snapshots = Promise.all(members.map((m) => snapshot(m, abort.signal)));
+    const each = members.map((m) => snapshot(m, abort.signal));
+    // Waited for after the thaw: every member's cancelled snapshot (its process group) has ended then.
+    snapshots = Promise.allSettled(each);
     // Thaw the moment the budget or a signal says so, even while the snapshot process is still being killed.
-    const first = await Promise.race([snapshots.then(() => 'done' as const), aborted]);
+    const first = await Promise.race([Promise.all(each).then(() => 'done' as const), aborted]);
     if (first === 'aborted') throw abort.signal.reason;
     snapshotOk = true;
   } catch (err) {
+    // One member's failure ends the window for all: the others' snapshots, still running, are cancelled.
+    if (!abort.signal.aborted) abort.abort(err);
     const code = err instanceof QuiesceError ? err.code : 'STEP_FAILED';
     for (const m of members) m.addError(code, (err as Error).message);
   } finally {
