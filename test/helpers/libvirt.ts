@@ -210,6 +210,8 @@ export interface LibvirtGuestOptions extends GuestOptions {
   bootTimeoutMs?: number;
   /** Wait until `virsh qemu-agent-command … guest-ping` answers (default true). */
   waitForAgent?: boolean;
+  /** Virtual CPUs (`<vcpu>N</vcpu>`, default 1). */
+  vcpus?: number;
 }
 
 export interface LibvirtGuest {
@@ -253,6 +255,7 @@ export async function defineGuest(opts: LibvirtGuestOptions = {}): Promise<Libvi
   const xml = domainXml({
     name,
     memMB: opts.memMB ?? 1024,
+    ...(opts.vcpus !== undefined ? { vcpus: opts.vcpus } : {}),
     kernel: boot.kernel,
     initrd: boot.initrd,
     cmdline: kernelCmdline(opts),
@@ -361,6 +364,8 @@ function esc(s: string): string {
 export function domainXml(d: {
   name: string;
   memMB: number;
+  /** Virtual CPUs (default 1). */
+  vcpus?: number;
   kernel: string;
   initrd: string;
   cmdline: string;
@@ -370,7 +375,7 @@ export function domainXml(d: {
   return `<domain type='qemu'>
   <name>${esc(d.name)}</name>
   <memory unit='MiB'>${d.memMB}</memory>
-  <vcpu>1</vcpu>
+  <vcpu>${d.vcpus ?? 1}</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>${esc(d.kernel)}</kernel>

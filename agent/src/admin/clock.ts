@@ -38,20 +38,32 @@ export function timevalError(sec: bigint, usec: bigint): ClockError | undefined 
 
 /**
  * settimeofday() through date(1) (Node has no binding for it): the same
- * argument checks as the kernel's (EINVAL), then `date --set=@SEC.USEC`,
- * whose "cannot set date: <strerror>" is the error.
+ * argument checks as the kernel's (EINVAL), then `date --set=@SEC` (or
+ * @SEC.USEC when there is a fraction, which GNU date takes and busybox's does
+ * not), whose "cannot set date: <strerror>" is the error.
  */
 async function setWithDate(sec: bigint, usec: bigint): Promise<void> {
   const invalid = timevalError(sec, usec);
   if (invalid) throw invalid;
   const date = findSystemProgram('date');
   if (!date) throw new ClockError('ENOENT', 'No such file or directory');
-  const run = await runProgram(date, ['-u', `--set=@${sec}.${usec.toString().padStart(6, '0')}`], {
-    argv0: 'date',
-    setsid: false,
-    capture: true,
-    env: { ...process.env, LC_ALL: 'C' },
-  });
+  const set = (at: string) =>
+    runProgram(date, ['-u', `--set=${at}`], {
+      argv0: 'date',
+      setsid: false,
+      capture: true,
+      env: { ...process.env, LC_ALL: 'C' },
+    });
+  const whole = `@${sec}`;
+  let run = await set(usec === 0n ? whole : `${whole}.${usec.toString().padStart(6, '0')}`);
+  // busybox's date (small guests) takes @SECONDS without a fraction: the nearest whole second below it is the best it can do.
+  if (
+    usec !== 0n &&
+    run.result.kind === 'exited' &&
+    run.result.code !== 0 &&
+    /invalid date/.test(run.stderr.toString('utf8'))
+  )
+    run = await set(whole);
   if (run.result.kind === 'exited' && run.result.code === 0) return;
   const said = /cannot set date: (.*)/.exec(run.stderr.toString('utf8'))?.[1]?.trim();
   throw new ClockError('EIO', said ?? 'Input/output error');
