@@ -58,17 +58,8 @@ export function decodeDomainEvent(m: RpcMessage): DomainEvent | undefined {
       e = { kind: 'lifecycle', callbackId: r.int(), domain: readDomain(r), event: r.int(), detail: r.int() };
       break;
     case RemoteProc.DOMAIN_EVENT_CALLBACK_BLOCK_JOB:
-      e = {
-        kind: 'block-job',
-        callbackId: r.int(),
-        domain: readDomain(r),
-        disk: readString(r),
-        type: r.int(),
-        status: r.int(),
-        v2: false,
-      };
-      break;
     case RemoteProc.DOMAIN_EVENT_BLOCK_JOB_2:
+      // The same fields; BLOCK_JOB_2 names the disk by target (vda) instead of by path.
       e = {
         kind: 'block-job',
         callbackId: r.int(),
@@ -76,7 +67,7 @@ export function decodeDomainEvent(m: RpcMessage): DomainEvent | undefined {
         disk: readString(r),
         type: r.int(),
         status: r.int(),
-        v2: true,
+        v2: m.procedure === RemoteProc.DOMAIN_EVENT_BLOCK_JOB_2,
       };
       break;
     case RemoteProc.DOMAIN_EVENT_CALLBACK_JOB_COMPLETED:

@@ -1,4 +1,5 @@
-import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
+import { processInfo } from './pid.js';
 
 /** How often a group whose leader has exited is checked for emptiness while its stragglers get their grace. */
 const POLL_MS = 50;
@@ -21,27 +22,10 @@ export function killGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
   }
 }
 
-/** One read of /proc/PID/stat; reused, since the scan may run while a guest is frozen. */
-const statBuf = Buffer.alloc(1024);
-
 /** pgrp of a live process, or undefined when it is gone or a zombie. */
 function livePgrp(pid: number): number | undefined {
-  let fd: number;
-  try {
-    fd = openSync(`/proc/${pid}/stat`, 'r');
-  } catch {
-    return undefined; // exited while we looked
-  }
-  try {
-    const stat = statBuf.toString('latin1', 0, readSync(fd, statBuf, 0, statBuf.length, 0));
-    // Fields after "pid (comm) ": state ppid pgrp …; comm may itself contain ") ".
-    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return state === 'Z' || state === 'X' ? undefined : Number(pgrp);
-  } catch {
-    return undefined;
-  } finally {
-    closeSync(fd);
-  }
+  const p = processInfo(pid);
+  return p === undefined || p.state === 'Z' || p.state === 'X' ? undefined : p.pgrp;
 }
 
 /**

@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
 
-/** What /proc says of a process: its start time (to tell a reused pid) and its state letter. */
+/** What /proc says of a process: its start time (to tell a reused pid), its state letter and its group. */
 export interface ProcessInfo {
   /** Clock ticks since boot at which the process started (field 22 of /proc/PID/stat). */
   readonly start: string;
   /** R running, S sleeping, D disk wait, T stopped, t traced, Z zombie, X dead, … */
   readonly state: string;
+  /** Its process group. */
+  readonly pgrp: number;
 }
 
 export function processInfo(pid: number): ProcessInfo | undefined {
@@ -14,7 +16,7 @@ export function processInfo(pid: number): ProcessInfo | undefined {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the command name (which may contain spaces and parentheses) start after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { state: fields[0]!, start: fields[19]! };
+    return { state: fields[0]!, pgrp: Number(fields[2]), start: fields[19]! };
   } catch {
     return undefined;
   }
