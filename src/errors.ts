@@ -23,7 +23,9 @@ export type ErrorCode =
   /** The journal record could not be made durable: nothing is frozen without one. */
   | 'JOURNAL'
   /** The run report or the metrics file could not be written. */
-  | 'REPORT_WRITE';
+  | 'REPORT_WRITE'
+  /** A backup repository (its folders, manifests, images) is unreadable, inconsistent, or cannot be written. */
+  | 'REPOSITORY';
 
 /** The one error base of the host: a stable `code`, the guest it concerns, and the underlying `cause`. */
 export class QuiesceError extends Error {

@@ -110,7 +110,7 @@ export async function pruneJob(
   const results: { guest: string; keep: readonly string[]; remove: readonly string[]; error?: string }[] = [];
   for (const name of names) {
     const g = config.guests.get(name)!;
-    if (!g.prune) continue;
+    if (!g.prune?.match) continue;
     const now = new Date();
     const match = fillPlaceholders(g.prune.match, {
       guest: name,

@@ -60,6 +60,8 @@ export const DURATION_RANGES = {
   step: { min: 1, max: MAX_STEP_MS },
   /** Waiting for another run of the same job. */
   lockWait: { min: 0, max: MAX_WAIT_MS },
+  /** A backup chain's age at which `auto` starts a new one (an hour to about a year). */
+  chainAge: { min: 3_600_000, max: 400 * DAY },
 } as const satisfies Record<string, DurationRange>;
 
 function formatLimit(ms: number): string {

@@ -7,7 +7,7 @@ import { DEFAULTS, defaultStateDir } from './defaults.js';
 import { configSchema, type ParsedConfig, type ParsedGuest } from './schema.js';
 import { unknownPlaceholders, usesPlaceholder } from './placeholders.js';
 import { localFreezeProblems } from './frozen-paths.js';
-import type { ResolvedConfig, ResolvedGuest, ResolvedJob, SnapshotConfig, Timeouts } from './types.js';
+import type { PruneConfig, ResolvedConfig, ResolvedGuest, ResolvedJob, SnapshotConfig, Timeouts } from './types.js';
 import { describeConnector, type ConnectorSpec } from './connector.js';
 
 /** A configuration problem: names the file and the key path. Nothing has touched a guest yet. */
@@ -298,27 +298,82 @@ function resolveSnapshot(
   connector: ConnectorSpec,
 ): SnapshotConfig {
   if (s.provider === 'command') return { provider: 'command', argv: s.argv, timeoutMs: s.timeout ?? stepMs };
-  for (const bad of unknownPlaceholders(s.target, ['disk']))
+  const mode = s.mode ?? 'backup';
+  if (s.provider === 'qmp' && (s.repository !== undefined || s.level !== undefined || s.fullEvery !== undefined))
+    return resolveRepositorySnapshot(s, where, stepMs, problems, mode);
+  if (s.target === undefined) {
+    problems.push(`${where}.target: required (a file per disk), or give a repository`);
+    return { provider: 'command', argv: ['true'], timeoutMs: stepMs };
+  }
+  const target = s.target;
+  for (const bad of unknownPlaceholders(target, ['disk']))
     problems.push(
       `${where}.target: unknown placeholder {${bad}} (known: {guest} {job} {runId} {timestamp} {date} {stateDir} {disk})`,
     );
   const disks = s.disks ?? 'all';
   // Several disks need several files.
-  if ((disks === 'all' || disks.length > 1) && !usesPlaceholder(s.target, 'disk'))
+  if ((disks === 'all' || disks.length > 1) && !usesPlaceholder(target, 'disk'))
     problems.push(
       `${where}.target: needs {disk} when ${disks === 'all' ? 'disks is "all"' : 'several disks are listed'}`,
     );
-  const mode = s.mode ?? 'backup';
   if (mode === 'snapshot' && s.format === 'raw')
     problems.push(`${where}.format: snapshot mode makes qcow2 overlays (a raw file cannot have a backing file)`);
-  if (s.provider === 'libvirt') return resolveLibvirtSnapshot(s, where, stepMs, problems, connector, mode, disks);
+  if (s.provider === 'libvirt')
+    return resolveLibvirtSnapshot({ ...s, target }, where, stepMs, problems, connector, mode, disks);
   return {
     provider: 'qmp',
     socket: s.socket,
     mode,
     disks,
-    target: s.target,
+    target,
+    repository: undefined,
     format: s.format ?? (mode === 'snapshot' ? 'qcow2' : 'raw'),
+    timeoutMs: s.timeout ?? stepMs,
+  };
+}
+
+/** Placeholders a repository may use: it must name the same folder on every run. */
+const REPOSITORY_PLACEHOLDERS = ['guest', 'job', 'stateDir'];
+
+/** Provider qmp with a repository: backup mode, qcow2 chains; no target. */
+function resolveRepositorySnapshot(
+  s: Extract<ParsedGuest['snapshot'], { provider: 'qmp' }>,
+  where: string,
+  stepMs: number,
+  problems: string[],
+  mode: 'backup' | 'snapshot',
+): SnapshotConfig {
+  if (s.repository === undefined)
+    problems.push(`${where}: level and fullEvery need a repository (they describe its chains)`);
+  if (s.target !== undefined)
+    problems.push(`${where}: give target or repository, not both (a repository names its own files)`);
+  if (mode !== 'backup') problems.push(`${where}.repository: only for mode backup (chains are made of backup copies)`);
+  if (s.format === 'raw') problems.push(`${where}.format: a repository keeps qcow2 images (they carry backing files)`);
+  const level = s.level ?? 'auto';
+  if (s.fullEvery !== undefined && level !== 'auto')
+    problems.push(`${where}.fullEvery: only with level auto (level ${level} never decides)`);
+  const dir = s.repository ?? '/';
+  for (const bad of unknownPlaceholders(dir))
+    if (!REPOSITORY_PLACEHOLDERS.includes(bad))
+      problems.push(`${where}.repository: unknown placeholder {${bad}} (known: {guest} {job} {stateDir})`);
+  for (const moving of ['runId', 'timestamp', 'date'])
+    if (usesPlaceholder(dir, moving))
+      problems.push(`${where}.repository: {${moving}} changes every run; a repository must stay where its chains are`);
+  return {
+    provider: 'qmp',
+    socket: s.socket,
+    mode: 'backup',
+    disks: s.disks ?? 'all',
+    target: undefined,
+    repository: {
+      dir,
+      level,
+      fullEvery: {
+        ...(s.fullEvery?.backups !== undefined ? { backups: s.fullEvery.backups } : {}),
+        ...(s.fullEvery?.age !== undefined ? { ageMs: s.fullEvery.age } : {}),
+      },
+    },
+    format: 'qcow2',
     timeoutMs: s.timeout ?? stepMs,
   };
 }
@@ -370,7 +425,7 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
   if (g.verify) checkArgv(g.verify.argv, `${where}.verify.argv`, problems);
   g.hooks?.pre?.forEach((h, i) => checkArgv(h, `${where}.hooks.pre[${i}]`, problems));
   g.hooks?.post?.forEach((h, i) => checkArgv(h, `${where}.hooks.post[${i}]`, problems));
-  if (g.prune)
+  if (g.prune?.match !== undefined)
     for (const bad of unknownPlaceholders(g.prune.match))
       problems.push(`${where}.prune.match: unknown placeholder {${bad}}`);
   // "all" on this host includes the root filesystem quiesce itself runs from.
@@ -402,16 +457,26 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
     snapshot: resolveSnapshot(g.snapshot, `${where}.snapshot`, guestStepMs, problems, connector),
     backup: g.backup ? { argv: g.backup.argv, timeoutMs: g.backup.timeout ?? guestStepMs } : undefined,
     verify: g.verify ? { argv: g.verify.argv, timeoutMs: g.verify.timeout ?? guestStepMs } : undefined,
-    prune: g.prune
-      ? {
-          dir: g.prune.dir,
-          match: g.prune.match,
-          keepLast: g.prune.keepLast ?? 0,
-          keepDaily: g.prune.keepDaily ?? 0,
-          keepWeekly: g.prune.keepWeekly ?? 0,
-        }
-      : undefined,
+    prune: g.prune ? resolvePrune(g, `${where}.prune`, problems) : undefined,
     timeouts,
     maxReplyBytes: g.maxReplyBytes ?? DEFAULTS.maxReplyBytes,
+  };
+}
+
+/** Retention over files (dir + match) or, with a repository, over its restore points. */
+function resolvePrune(g: ParsedGuest, where: string, problems: string[]): PruneConfig {
+  const p = g.prune!;
+  const repository = g.snapshot.provider === 'qmp' && g.snapshot.repository !== undefined;
+  if (repository && (p.dir !== undefined || p.match !== undefined))
+    problems.push(`${where}: with a repository leave out dir and match (the rules apply to its restore points)`);
+  if (!repository && (p.dir === undefined || p.match === undefined))
+    problems.push(`${where}: set dir and match (which files are this guest's backups), or use a repository`);
+  return {
+    dir: repository ? undefined : p.dir,
+    match: repository ? undefined : p.match,
+    keepLast: p.keepLast ?? 0,
+    keepDaily: p.keepDaily ?? 0,
+    keepWeekly: p.keepWeekly ?? 0,
+    keepMonthly: p.keepMonthly ?? 0,
   };
 }

@@ -93,8 +93,21 @@ const snapshot = z.discriminatedUnion('provider', [
       mode: z.enum(['backup', 'snapshot']).optional(),
       /** Node names or device ids (as query-block shows them), or "all". */
       disks: diskSelection('a node name or device id').optional(),
-      /** One file per disk; placeholders as in argv plus {disk}. */
-      target: absPath,
+      /** One file per disk; placeholders as in argv plus {disk}. Or give a repository. */
+      target: absPath.optional(),
+      /** Backup mode: chains of qcow2 images with manifests under DIR/GUEST/ (placeholders {guest} {job} {stateDir}). */
+      repository: absPath.optional(),
+      /** With a repository: full, incremental, differential, or auto (default: a full when a chain cannot go on). */
+      level: z.enum(['auto', 'full', 'incremental', 'differential']).optional(),
+      /** With level auto: start a new chain after this many backups in it, or once its full is this old. */
+      fullEvery: z
+        .object({
+          backups: z.number().int().min(1).max(10_000).optional(),
+          age: durationIn(DURATION_RANGES.chainAge).optional(),
+        })
+        .strict()
+        .refine((f) => f.backups !== undefined || f.age !== undefined, 'set backups, age, or both')
+        .optional(),
       format: z.enum(['raw', 'qcow2']).optional(),
       /** How long the copy may take after the thaw. */
       timeout: stepTimeout.optional(),
@@ -121,16 +134,18 @@ const snapshot = z.discriminatedUnion('provider', [
 
 const prune = z
   .object({
-    dir: absPath,
+    /** Backup files: the folder (with a repository, leave dir and match out: the rules apply to its restore points). */
+    dir: absPath.optional(),
     /** Only names matching this pattern (with placeholders) are backups of this guest. */
-    match: z.string().min(1),
+    match: z.string().min(1).optional(),
     keepLast: z.number().int().min(0).optional(),
     keepDaily: z.number().int().min(0).optional(),
     keepWeekly: z.number().int().min(0).optional(),
+    keepMonthly: z.number().int().min(0).optional(),
   })
   .strict()
-  .refine((p) => (p.keepLast ?? 0) + (p.keepDaily ?? 0) + (p.keepWeekly ?? 0) > 0, {
-    message: 'prune must keep something: set keepLast, keepDaily or keepWeekly',
+  .refine((p) => (p.keepLast ?? 0) + (p.keepDaily ?? 0) + (p.keepWeekly ?? 0) + (p.keepMonthly ?? 0) > 0, {
+    message: 'prune must keep something: set keepLast, keepDaily, keepWeekly or keepMonthly',
   });
 
 const timeouts = z

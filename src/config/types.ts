@@ -8,12 +8,33 @@ export interface StepConfig {
   readonly timeoutMs: number;
 }
 
-export interface PruneConfig {
-  readonly dir: string;
-  readonly match: string;
+/** How many restore points (or backup files) to keep; what a kept one depends on is kept too. */
+export interface KeepRules {
   readonly keepLast: number;
   readonly keepDaily: number;
   readonly keepWeekly: number;
+  readonly keepMonthly: number;
+}
+
+/**
+ * Retention: over the files matching `match` in `dir`, or (both undefined)
+ * over the restore points of the snapshot's repository.
+ */
+export interface PruneConfig extends KeepRules {
+  readonly dir: string | undefined;
+  readonly match: string | undefined;
+}
+
+/** Levels a repository backup can take; `auto` picks full or incremental. */
+export type BackupLevel = 'auto' | 'full' | 'incremental' | 'differential';
+
+/** Backup chains: where they live, and when auto starts a new one. */
+export interface RepositoryConfig {
+  /** Placeholders {guest} {job} {stateDir} still in it. */
+  readonly dir: string;
+  readonly level: BackupLevel;
+  /** Auto starts a new chain once the chain has this many backups, or once its full is this old. */
+  readonly fullEvery: { readonly backups?: number; readonly ageMs?: number };
 }
 
 export interface Timeouts {
@@ -36,8 +57,10 @@ export interface QmpSnapshotConfig {
   readonly mode: 'backup' | 'snapshot';
   /** Node names or device ids, or every disk with a medium that is not read-only. */
   readonly disks: 'all' | readonly string[];
-  /** A path per disk; placeholders as in argv, plus {disk}. */
-  readonly target: string;
+  /** A path per disk; placeholders as in argv, plus {disk}. Undefined with a repository. */
+  readonly target: string | undefined;
+  /** Backup mode: chains of qcow2 images (the target is then chosen per backup). */
+  readonly repository?: RepositoryConfig | undefined;
   readonly format: 'raw' | 'qcow2';
   /** How long the copy may take after the thaw (backup mode). */
   readonly timeoutMs: number;

@@ -1,4 +1,4 @@
-import { fillArgv, fillExcept, type PlaceholderValues } from '../config/placeholders.js';
+import { fillArgv, fillExcept, fillPlaceholders, type PlaceholderValues } from '../config/placeholders.js';
 import type { SnapshotConfig, Timeouts } from '../config/types.js';
 import { commandProvider } from './command.js';
 import { libvirtProvider } from './libvirt/index.js';
@@ -46,7 +46,8 @@ export function planSnapshot(
     mode: s.mode,
     disks: s.disks,
     // {disk} is known once QEMU lists the disks.
-    target: fillExcept(s.target, values, ['disk']),
+    target: s.target === undefined ? undefined : fillExcept(s.target, values, ['disk']),
+    repository: s.repository ? { ...s.repository, dir: fillPlaceholders(s.repository.dir, values) } : undefined,
     format: s.format,
     connectTimeoutMs: o.timeouts.connectMs,
     commandTimeoutMs: o.timeouts.commandMs,

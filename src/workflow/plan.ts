@@ -26,7 +26,7 @@ export interface GuestPlan {
   readonly snapshot: PlannedSnapshot;
   readonly backup: PlannedProcess | undefined;
   readonly verify: PlannedProcess | undefined;
-  readonly prune: (PruneConfig & { readonly match: string }) | undefined;
+  readonly prune: PruneConfig | undefined;
   readonly postHooks: readonly PlannedProcess[];
 }
 
@@ -112,7 +112,9 @@ function planGuest(g: ResolvedGuest, values: PlaceholderValues, budgetMs: number
     snapshot: planSnapshot(g.snapshot, values, { budgetMs, timeouts: g.timeouts }),
     backup: g.backup ? cmd(g.backup.argv, g.backup.timeoutMs) : undefined,
     verify: g.verify ? cmd(g.verify.argv, g.verify.timeoutMs) : undefined,
-    prune: g.prune ? { ...g.prune, match: fillPlaceholders(g.prune.match, values) } : undefined,
+    prune: g.prune
+      ? { ...g.prune, match: g.prune.match === undefined ? undefined : fillPlaceholders(g.prune.match, values) }
+      : undefined,
     postHooks: g.hooks.post.map((h) => cmd(h, g.timeouts.commandMs * DEFAULTS.hookTimeoutFactor)),
   };
 }

@@ -60,12 +60,14 @@ export async function prune(
   p: PruneConfig,
   opts: { log: Log; dryRun: boolean },
 ): Promise<PruneDecision> {
+  if (p.dir === undefined || p.match === undefined) return { keep: [], remove: [] };
+  const dir = p.dir;
   const re = globToRegExp(p.match);
   // Asynchronous: another unit of the run may be frozen meanwhile, and the event loop never waits on a filesystem.
-  const names = (await readdir(p.dir)).filter((n) => re.test(n));
-  const files = await Promise.all(names.map(async (name) => ({ name, mtime: (await stat(join(p.dir, name))).mtime })));
+  const names = (await readdir(dir)).filter((n) => re.test(n));
+  const files = await Promise.all(names.map(async (name) => ({ name, mtime: (await stat(join(dir, name))).mtime })));
   const d = decide(files, p);
   opts.log({ kind: 'prune', guest, kept: d.keep.length, removed: d.remove, dryRun: opts.dryRun });
-  if (!opts.dryRun) for (const name of d.remove) await unlink(join(p.dir, name));
+  if (!opts.dryRun) for (const name of d.remove) await unlink(join(dir, name));
   return d;
 }

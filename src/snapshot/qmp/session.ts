@@ -46,6 +46,8 @@ export class QmpSession {
     o: {
       /** Any named node may be picked, not only a device's top node. */
       readonly anyNode: boolean;
+      /** The target with {disk} unfilled (default: the config's). */
+      readonly target?: string;
       readonly transaction: (disks: readonly Disk[]) => Record<string, unknown>;
     },
   ): Promise<QmpSession> {
@@ -56,7 +58,9 @@ export class QmpSession {
     });
     try {
       const found = await resolveDisks(qmp, s.disks, { anyNode: o.anyNode, guest });
-      const disks = nameDisks(found, s.target, guest);
+      const target = o.target ?? s.target;
+      if (target === undefined) throw new QuiesceError('CONFIG', 'the QMP snapshot has no target', { guest });
+      const disks = nameDisks(found, target, guest);
       return new QmpSession(
         qmp,
         guest,

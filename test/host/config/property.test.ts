@@ -280,7 +280,7 @@ function assertWithinRanges(config: ResolvedConfig, plans: readonly Plan[]): voi
         }
         // Only a qmp target keeps {disk}, filled once QEMU lists the disks.
         const templates =
-          g.snapshot.provider === 'command' ? g.snapshot.argv : [g.snapshot.target.replace('{disk}', '')];
+          g.snapshot.provider === 'command' ? g.snapshot.argv : [(g.snapshot.target ?? '').replace('{disk}', '')];
         for (const a of templates) assert.doesNotMatch(a, /\{[A-Za-z0-9_]+\}/, `unfilled placeholder in ${a}`);
       }
     // The agent's watchdog is armed at budget + 30 s, within its 1..2147483 s.

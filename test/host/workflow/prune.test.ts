@@ -58,7 +58,7 @@ test('a dry run lists and removes nothing; a real run removes exactly the listed
     }
     writeFileSync(join(dir, 'other-guest.img'), 'x');
     const log = captureLogger();
-    const rules = { dir, match: 'a-*.img', keepLast: 2, keepDaily: 0, keepWeekly: 0 };
+    const rules = { dir, match: 'a-*.img', keepLast: 2, keepDaily: 0, keepWeekly: 0, keepMonthly: 0 };
     const dry = await prune('a', rules, { log, dryRun: true });
     assert.equal(readdirSync(dir).length, 8);
     assert.deepEqual(dry.remove.length, 5);

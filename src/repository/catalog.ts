@@ -1,0 +1,158 @@
+import { access, readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { QuiesceError } from '../errors.js';
+import { backupDir, guestDir, MANIFEST } from './layout.js';
+import { isBackupId, validateManifest, type Manifest } from './manifest.js';
+
+/** A complete backup whose whole ancestry is present and complete: it can be restored. */
+export interface RestorePoint {
+  readonly manifest: Manifest;
+  /** The backup's folder. */
+  readonly dir: string;
+  /** Ids from the chain's full down to this one (inclusive): what restoring it reads. */
+  readonly lineage: readonly string[];
+}
+
+/** A backup folder that is not a restore point, and why. */
+export interface Unusable {
+  readonly chain: string;
+  readonly id: string;
+  readonly dir: string;
+  readonly why: string;
+  /** When the folder was last known to be written to (its manifest's time, or the id's). */
+  readonly time: Date;
+  readonly manifest?: Manifest;
+}
+
+/** What a repository holds for one guest. */
+export interface Catalog {
+  readonly repo: string;
+  readonly guest: string;
+  /** Restore points, oldest first. */
+  readonly points: readonly RestorePoint[];
+  /** Folders that are not restore points: incomplete, failed, orphaned (a parent missing), unreadable. */
+  readonly unusable: readonly Unusable[];
+  /** Chain ids present (folders), oldest first. */
+  readonly chains: readonly string[];
+}
+
+function idTime(id: string): Date {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z/.exec(id)!;
+  return new Date(Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!));
+}
+
+async function listIds(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir, { withFileTypes: true }))
+      .filter((e) => e.isDirectory() && isBackupId(e.name))
+      .map((e) => e.name)
+      .sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new QuiesceError('REPOSITORY', `cannot read ${dir}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Reads every manifest of `guest` in `repo` (asynchronously: another guest
+ * may be frozen meanwhile). Never throws on a bad backup: it lands in
+ * `unusable` with the reason; only an unreadable repository throws.
+ */
+export async function readCatalog(repo: string, guest: string): Promise<Catalog> {
+  const root = guestDir(repo, guest);
+  const chains = await listIds(root);
+  const points: RestorePoint[] = [];
+  const unusable: Unusable[] = [];
+  for (const chain of chains) {
+    const byId = new Map<string, RestorePoint>();
+    for (const id of await listIds(join(root, chain))) {
+      const dir = backupDir(repo, guest, chain, id);
+      const bad = (why: string, manifest?: Manifest): void => {
+        unusable.push({
+          chain,
+          id,
+          dir,
+          why,
+          time: manifest ? new Date(manifest.time) : idTime(id),
+          ...(manifest ? { manifest } : {}),
+        });
+      };
+      let m: Manifest;
+      try {
+        m = validateManifest(JSON.parse(await readFile(join(dir, MANIFEST), 'utf8')), join(dir, MANIFEST));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        bad(code === 'ENOENT' ? 'no manifest (unfinished, or its run died)' : (err as Error).message);
+        continue;
+      }
+      if (m.id !== id || m.chain !== chain || m.guest !== guest) {
+        bad(`its manifest names ${m.guest}/${m.chain}/${m.id}`, m);
+        continue;
+      }
+      if (!m.complete) {
+        bad(`incomplete${m.error ? `: ${m.error}` : ''}`, m);
+        continue;
+      }
+      const parent = m.parent === null ? undefined : byId.get(m.parent);
+      if (m.parent !== null && !parent) {
+        bad(`its parent ${m.parent} is not a restore point`, m);
+        continue;
+      }
+      const missing = await firstMissing(dir, m);
+      if (missing) {
+        bad(`image ${missing} is missing`, m);
+        continue;
+      }
+      if (parent) {
+        const theirs = new Map(parent.manifest.disks.map((d) => [d.name, d.virtualSize]));
+        const odd = m.disks.find((d) => theirs.get(d.name) !== d.virtualSize);
+        if (odd) {
+          bad(`disk ${odd.name} does not match its parent's`, m);
+          continue;
+        }
+      }
+      const point: RestorePoint = { manifest: m, dir, lineage: [...(parent?.lineage ?? []), id] };
+      byId.set(id, point);
+      points.push(point);
+    }
+  }
+  points.sort((a, b) => a.manifest.time.localeCompare(b.manifest.time) || a.manifest.id.localeCompare(b.manifest.id));
+  return { repo, guest, points, unusable, chains };
+}
+
+async function firstMissing(dir: string, m: Manifest): Promise<string | undefined> {
+  for (const d of m.disks) {
+    try {
+      await access(join(dir, d.file));
+    } catch {
+      return d.file;
+    }
+  }
+  return undefined;
+}
+
+/** The restore point `at` names: an id, or the newest at or before a time; the newest when undefined. */
+export function findPoint(c: Catalog, at?: string): RestorePoint {
+  if (c.points.length === 0)
+    throw new QuiesceError('REPOSITORY', `${c.repo} holds no restore point of ${c.guest}`);
+  if (at === undefined) return c.points[c.points.length - 1]!;
+  const byId = c.points.find((p) => p.manifest.id === at);
+  if (byId) return byId;
+  if (isBackupId(at)) {
+    const why = c.unusable.find((u) => u.id === at)?.why;
+    throw new QuiesceError(
+      'REPOSITORY',
+      `backup ${at} of ${c.guest} is ${why ? `not a restore point: ${why}` : 'not in the repository'}`,
+    );
+  }
+  const t = Date.parse(at);
+  if (Number.isNaN(t))
+    throw new QuiesceError('CONFIG', `--at ${JSON.stringify(at)}: give a backup id or a time (ISO 8601)`);
+  const before = c.points.filter((p) => Date.parse(p.manifest.time) <= t);
+  if (before.length === 0)
+    throw new QuiesceError(
+      'REPOSITORY',
+      `no restore point of ${c.guest} at or before ${new Date(t).toISOString()} (the oldest is ${c.points[0]!.manifest.time})`,
+    );
+  return before[before.length - 1]!;
+}

@@ -1,0 +1,96 @@
+import { QuiesceError } from '../errors.js';
+
+/** What a backup holds relative to its parent. */
+export type Level = 'full' | 'incremental' | 'differential';
+
+/** One disk of a backup: an image in the backup's folder whose backing file is the parent's image of the same disk. */
+export interface ManifestDisk {
+  /** The {disk} name (device id or node name as the config gives it). */
+  readonly name: string;
+  /** The QEMU node copied. */
+  readonly node: string;
+  readonly virtualSize: number;
+  /** The image's file name inside the backup's folder. */
+  readonly file: string;
+  readonly format: 'qcow2';
+  /** Bytes the image takes on disk (allocated), after the copy. */
+  readonly bytesWritten: number;
+}
+
+/**
+ * One backup, as `REPO/GUEST/CHAIN/ID/manifest.json` records it. Written
+ * atomically and last: images without a manifest, or with `complete: false`,
+ * are never a parent and never a restore point.
+ */
+export interface Manifest {
+  readonly version: 1;
+  /** `YYYYMMDDTHHMMSSZ-xxxx`: sorts by time. */
+  readonly id: string;
+  readonly guest: string;
+  /** ISO time of the point in time (the transaction's reply). */
+  readonly time: string;
+  readonly level: Level;
+  /** The id of the chain's full (a full is its own chain). */
+  readonly chain: string;
+  /** The backup whose images are this one's backing files; null for a full. */
+  readonly parent: string | null;
+  /** The persistent dirty bitmap (one per disk, same name) that tracks changes for the chain. */
+  readonly bitmap: string;
+  /** Why this level was taken (auto's reason, or "level: full in the config"). */
+  readonly reason: string;
+  readonly disks: readonly ManifestDisk[];
+  readonly consistency: 'application' | 'filesystem' | 'crash' | 'none';
+  readonly frozenWindowMs: number | null;
+  readonly quiesceVersion: string;
+  readonly agentVersion: string | null;
+  readonly complete: boolean;
+  /** Why it did not complete. */
+  readonly error?: string;
+  /** Set by a verify step that passed or failed on this backup. */
+  readonly verified?: { readonly ok: boolean; readonly at: string; readonly how: string };
+}
+
+const ID = /^\d{8}T\d{6}Z-[0-9a-f]{4}$/;
+
+/** A new backup id for `at` (sorts by time; the random part keeps two in one second apart). */
+export function backupId(at: Date, random: string): string {
+  const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${stamp}-${random}`;
+}
+
+export function isBackupId(s: string): boolean {
+  return ID.test(s);
+}
+
+/** Checks a parsed manifest's fields; throws QuiesceError REPOSITORY naming the file and the field. */
+export function validateManifest(v: unknown, file: string): Manifest {
+  const bad = (field: string): never => {
+    throw new QuiesceError('REPOSITORY', `${file}: not a quiesce manifest (${field})`);
+  };
+  if (typeof v !== 'object' || v === null) return bad('not an object');
+  const m = v as Record<string, unknown>;
+  if (m['version'] !== 1) bad('version');
+  for (const k of ['id', 'chain']) if (typeof m[k] !== 'string' || !ID.test(m[k])) bad(k);
+  for (const k of ['guest', 'time', 'bitmap', 'reason', 'quiesceVersion'])
+    if (typeof m[k] !== 'string' || m[k] === '') bad(k);
+  if (Number.isNaN(Date.parse(m['time'] as string))) bad('time');
+  if (!['full', 'incremental', 'differential'].includes(m['level'] as string)) bad('level');
+  if (m['parent'] !== null && (typeof m['parent'] !== 'string' || !ID.test(m['parent']))) bad('parent');
+  if ((m['level'] === 'full') !== (m['parent'] === null)) bad('parent (a full has none; only a full)');
+  if (m['level'] === 'full' && m['chain'] !== m['id']) bad('chain (a full starts its own)');
+  if (!['application', 'filesystem', 'crash', 'none'].includes(m['consistency'] as string)) bad('consistency');
+  if (m['frozenWindowMs'] !== null && typeof m['frozenWindowMs'] !== 'number') bad('frozenWindowMs');
+  if (m['agentVersion'] !== null && typeof m['agentVersion'] !== 'string') bad('agentVersion');
+  if (typeof m['complete'] !== 'boolean') bad('complete');
+  if (!Array.isArray(m['disks']) || m['disks'].length === 0) bad('disks');
+  for (const d of m['disks'] as unknown[]) {
+    const o = d as Record<string, unknown>;
+    if (typeof o !== 'object' || o === null) bad('disks[]');
+    if (typeof o['name'] !== 'string' || typeof o['node'] !== 'string') bad('disks[].name');
+    if (typeof o['file'] !== 'string' || o['file'].includes('/') || o['file'].startsWith('.')) bad('disks[].file');
+    if (o['format'] !== 'qcow2') bad('disks[].format');
+    if (!Number.isSafeInteger(o['virtualSize']) || (o['virtualSize'] as number) <= 0) bad('disks[].virtualSize');
+    if (!Number.isSafeInteger(o['bytesWritten']) || (o['bytesWritten'] as number) < 0) bad('disks[].bytesWritten');
+  }
+  return m as unknown as Manifest;
+}
