@@ -27,6 +27,12 @@ export type LogEvent =
   | { kind: 'journal-busy'; guest: string; runId: string; pid: number }
   | { kind: 'prune'; guest: string; kept: number; removed: readonly string[]; dryRun: boolean }
   | { kind: 'command-output'; guest: string; step: string; stream: 'stdout' | 'stderr'; text: string }
+  /** A repository backup's level, decided before the freeze. */
+  | { kind: 'backup-level'; guest: string; id: string; level: string; reason: string }
+  /** Its manifest is written: the backup is a restore point. */
+  | { kind: 'backup-recorded'; guest: string; id: string; level: string; bytes: number }
+  /** Bitmaps of this repository nothing reads any more, removed from QEMU. */
+  | { kind: 'bitmaps-removed'; guest: string; names: readonly string[] }
   | { kind: 'error'; message: string; guest?: string };
 
 const LEVEL: Partial<Record<LogEvent['kind'], 'error' | 'warn' | 'info' | 'debug'>> = {
@@ -42,6 +48,7 @@ const LEVEL: Partial<Record<LogEvent['kind'], 'error' | 'warn' | 'info' | 'debug
   'step-start': 'debug',
   'agent-log': 'debug',
   'command-output': 'debug',
+  'bitmaps-removed': 'debug',
   warning: 'warn',
   error: 'error',
 };
@@ -84,6 +91,12 @@ export function describe(e: LogEvent): string {
       return `${e.guest}: recovered from run ${e.runId}: ${e.ok ? `thawed (${e.thawed} filesystem(s))` : `FAILED: ${e.error}`}`;
     case 'journal-busy':
       return `${e.guest}: frozen by run ${e.runId} (pid ${e.pid}), which is still running`;
+    case 'backup-level':
+      return `${e.guest}: backup ${e.id} will be ${e.level === 'incremental' ? 'an' : 'a'} ${e.level}: ${e.reason}`;
+    case 'backup-recorded':
+      return `${e.guest}: backup ${e.id} (${e.level}) recorded, ${e.bytes} bytes`;
+    case 'bitmaps-removed':
+      return `${e.guest}: removed bitmaps ${e.names.join(', ')} (nothing reads them any more)`;
     case 'prune':
       return `${e.guest}: prune ${e.dryRun ? '(dry run) would remove' : 'removed'} ${e.removed.length}, kept ${e.kept}`;
     case 'command-output':

@@ -64,58 +64,64 @@ export async function readCatalog(repo: string, guest: string): Promise<Catalog>
   const points: RestorePoint[] = [];
   const unusable: Unusable[] = [];
   for (const chain of chains) {
-    const byId = new Map<string, RestorePoint>();
+    // Read every manifest of the chain first: ids made in one second do not sort by time.
+    const read = new Map<string, { dir: string; manifest?: Manifest; problem?: string }>();
     for (const id of await listIds(join(root, chain))) {
       const dir = backupDir(repo, guest, chain, id);
-      const bad = (why: string, manifest?: Manifest): void => {
-        unusable.push({
-          chain,
-          id,
-          dir,
-          why,
-          time: manifest ? new Date(manifest.time) : idTime(id),
-          ...(manifest ? { manifest } : {}),
-        });
-      };
-      let m: Manifest;
       try {
-        m = validateManifest(JSON.parse(await readFile(join(dir, MANIFEST), 'utf8')), join(dir, MANIFEST));
+        const m = validateManifest(JSON.parse(await readFile(join(dir, MANIFEST), 'utf8')), join(dir, MANIFEST));
+        read.set(id, { dir, manifest: m });
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        bad(code === 'ENOENT' ? 'no manifest (unfinished, or its run died)' : (err as Error).message);
-        continue;
+        read.set(id, {
+          dir,
+          problem: code === 'ENOENT' ? 'no manifest (unfinished, or its run died)' : (err as Error).message,
+        });
       }
-      if (m.id !== id || m.chain !== chain || m.guest !== guest) {
-        bad(`its manifest names ${m.guest}/${m.chain}/${m.id}`, m);
-        continue;
-      }
-      if (!m.complete) {
-        bad(`incomplete${m.error ? `: ${m.error}` : ''}`, m);
-        continue;
-      }
-      const parent = m.parent === null ? undefined : byId.get(m.parent);
-      if (m.parent !== null && !parent) {
-        bad(`its parent ${m.parent} is not a restore point`, m);
-        continue;
+    }
+    const resolved = new Map<string, RestorePoint | Unusable>();
+    const resolve = async (id: string): Promise<RestorePoint | Unusable> => {
+      const done = resolved.get(id);
+      if (done) return done;
+      const r = await judge(id);
+      resolved.set(id, r);
+      if ('why' in r) unusable.push(r);
+      else points.push(r);
+      return r;
+    };
+    const judge = async (id: string): Promise<RestorePoint | Unusable> => {
+      const { dir, manifest: m, problem } = read.get(id)!;
+      const bad = (why: string): Unusable => ({
+        chain,
+        id,
+        dir,
+        why,
+        time: m ? new Date(m.time) : idTime(id),
+        ...(m ? { manifest: m } : {}),
+      });
+      if (!m) return bad(problem!);
+      if (m.id !== id || m.chain !== chain || m.guest !== guest)
+        return bad(`its manifest names ${m.guest}/${m.chain}/${m.id}`);
+      if (!m.complete) return bad(`incomplete${m.error ? `: ${m.error}` : ''}`);
+      let parent: RestorePoint | undefined;
+      if (m.parent !== null) {
+        const p = read.has(m.parent) && m.parent !== id ? await resolve(m.parent) : undefined;
+        if (!p || 'why' in p) return bad(`its parent ${m.parent} is not a restore point`);
+        if (Date.parse(p.manifest.time) > Date.parse(m.time)) return bad(`its parent ${m.parent} is newer than it`);
+        parent = p;
       }
       const missing = await firstMissing(dir, m);
-      if (missing) {
-        bad(`image ${missing} is missing`, m);
-        continue;
-      }
+      if (missing) return bad(`image ${missing} is missing`);
       if (parent) {
         const theirs = new Map(parent.manifest.disks.map((d) => [d.name, d.virtualSize]));
         const odd = m.disks.find((d) => theirs.get(d.name) !== d.virtualSize);
-        if (odd) {
-          bad(`disk ${odd.name} does not match its parent's`, m);
-          continue;
-        }
+        if (odd) return bad(`disk ${odd.name} does not match its parent's`);
       }
-      const point: RestorePoint = { manifest: m, dir, lineage: [...(parent?.lineage ?? []), id] };
-      byId.set(id, point);
-      points.push(point);
-    }
+      return { manifest: m, dir, lineage: [...(parent?.lineage ?? []), id] };
+    };
+    for (const id of read.keys()) await resolve(id);
   }
+  unusable.sort((a, b) => a.time.getTime() - b.time.getTime() || a.id.localeCompare(b.id));
   points.sort((a, b) => a.manifest.time.localeCompare(b.manifest.time) || a.manifest.id.localeCompare(b.manifest.id));
   return { repo, guest, points, unusable, chains };
 }
@@ -133,8 +139,7 @@ async function firstMissing(dir: string, m: Manifest): Promise<string | undefine
 
 /** The restore point `at` names: an id, or the newest at or before a time; the newest when undefined. */
 export function findPoint(c: Catalog, at?: string): RestorePoint {
-  if (c.points.length === 0)
-    throw new QuiesceError('REPOSITORY', `${c.repo} holds no restore point of ${c.guest}`);
+  if (c.points.length === 0) throw new QuiesceError('REPOSITORY', `${c.repo} holds no restore point of ${c.guest}`);
   if (at === undefined) return c.points[c.points.length - 1]!;
   const byId = c.points.find((p) => p.manifest.id === at);
   if (byId) return byId;

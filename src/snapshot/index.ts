@@ -57,6 +57,8 @@ export function planSnapshot(
 
 export { libvirtChecks, type LibvirtCheck } from './libvirt/index.js';
 export type {
+  BackupRecord,
+  WindowFacts,
   PlannedLibvirtSnapshot,
   PlannedQmpSnapshot,
   PlannedSnapshot,

@@ -32,12 +32,37 @@ export interface SnapshotContext {
   readonly inWindow: boolean;
 }
 
+/** What the run knows of the frozen window once it ended (recorded with a backup). */
+export interface WindowFacts {
+  readonly frozenWindowMs: number | undefined;
+  readonly consistency: 'application' | 'filesystem' | 'crash' | 'none';
+  readonly agentVersion: string | undefined;
+}
+
+/** A backup in a repository, as the run report shows it. */
+export interface BackupRecord {
+  readonly repository: string;
+  readonly id: string;
+  readonly chain: string;
+  readonly level: 'full' | 'incremental' | 'differential';
+  readonly parent: string | null;
+  readonly reason: string;
+  /** Bytes the images take, once the copy completed. */
+  bytesWritten?: number;
+}
+
 /** What a provider leaves running after the point in time is fixed (a block job still copying). */
 export interface SnapshotTaken {
   /** Files the snapshot writes (backup targets, overlays), for the report. */
   readonly files?: readonly string[];
+  /** A repository backup: what it is (filled in further by complete()). */
+  readonly backup?: BackupRecord;
   /** Awaited after the thaw, outside the window; throws if the copy failed. */
-  readonly complete?: (ctx: { readonly log: Log; readonly signal?: AbortSignal }) => Promise<void>;
+  readonly complete?: (ctx: {
+    readonly log: Log;
+    readonly signal?: AbortSignal;
+    readonly window?: WindowFacts;
+  }) => Promise<void>;
   /**
    * Awaited once the steps after the snapshot (backup, verify, post-hooks) ran,
    * whether they succeeded or not: undoes what the snapshot put in place for
@@ -58,8 +83,8 @@ export interface SnapshotProvider {
   /** Outside the window, before the freeze; a failure here fails the guest before anything is frozen. */
   prepare?(ctx: { readonly guest: string; readonly log: Log }): Promise<void>;
   take(ctx: SnapshotContext): Promise<SnapshotTaken>;
-  /** Always called once the guest's run ends (success or not); never throws. */
-  dispose?(ctx: { readonly guest: string; readonly log: Log }): Promise<void>;
+  /** Always called once the guest's run ends (success or not); never throws. `error`: why the run failed, if it did. */
+  dispose?(ctx: { readonly guest: string; readonly log: Log; readonly error?: string }): Promise<void>;
   /** One line for `quiesce plan`. */
   describe(): string;
   /** For `quiesce plan`: what prepare() does before the freeze and complete() after the thaw, if anything. */

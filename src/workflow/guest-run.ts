@@ -133,6 +133,7 @@ export class GuestRun {
       });
       this.result.snapshotMs = Math.round((performance.now() - t0) * 100) / 100;
       if (this.taken.files) this.result.snapshotFiles = [...this.taken.files];
+      if (this.taken.backup) this.result.backup = this.taken.backup;
     });
   }
 
@@ -140,7 +141,12 @@ export class GuestRun {
   async completeSnapshot(signal: AbortSignal): Promise<void> {
     const complete = this.taken?.complete;
     if (!complete) return;
-    await this.step('snapshot-complete', () => complete({ log: this.log, signal }));
+    const window = {
+      frozenWindowMs: this.result.frozenWindowMs,
+      consistency: this.result.consistency,
+      agentVersion: this.caps?.version,
+    };
+    await this.step('snapshot-complete', () => complete({ log: this.log, signal, window }));
   }
 
   /** After the backup step, failed or not: undo what the snapshot held for it (libvirt merges its overlay back). */
@@ -268,7 +274,10 @@ export class GuestRun {
   }
 
   async close(): Promise<void> {
-    await this.provider.dispose?.({ guest: this.plan.name, log: this.log }).catch(() => undefined);
+    const error = this.result.errors[0]?.message;
+    await this.provider
+      .dispose?.({ guest: this.plan.name, log: this.log, ...(error !== undefined ? { error } : {}) })
+      .catch(() => undefined);
     await this.agent?.close().catch(() => undefined);
     this.agent = undefined;
     await this.lock?.release();

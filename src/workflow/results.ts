@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../errors.js';
+import type { BackupRecord } from '../snapshot/index.js';
 
 /** A failure as results carry it: a stable code (the exit code comes from codes), a message, where it happened. */
 export interface RunError {
@@ -38,6 +39,8 @@ export interface GuestResult {
   thawMs?: number;
   /** Files the snapshot wrote (QMP backup targets or overlays), when the provider names them. */
   snapshotFiles?: string[];
+  /** A backup into a repository: its id, level and why, and its size once complete. */
+  backup?: BackupRecord;
   steps: StepResult[];
   errors: RunError[];
 }

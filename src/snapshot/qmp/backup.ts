@@ -2,8 +2,9 @@ import { QuiesceError } from '../../errors.js';
 import { formatDuration } from '../../config/duration.js';
 import type { Log } from '../../log/logger.js';
 import type { QmpClient } from '../../qmp/client.js';
-import type { PlannedQmpSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from '../types.js';
+import type { BackupRecord, PlannedQmpSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from '../types.js';
 import { BlockJobs } from './block-jobs.js';
+import { ChainBackup } from './chain.js';
 import { runName, type Disk } from './disks.js';
 import { QmpSession } from './session.js';
 
@@ -20,6 +21,10 @@ export function backupProvider(s: PlannedQmpSnapshot): SnapshotProvider {
   return new QmpBackup(s);
 }
 
+type CompleteCtx = Parameters<NonNullable<SnapshotTaken['complete']>>[0];
+
+type DisposeCtx = { readonly guest: string; readonly log: Log; readonly error?: string };
+
 /** One run's state from the connection on. */
 interface BackupRun {
   readonly session: QmpSession;
@@ -34,47 +39,71 @@ class QmpBackup implements SnapshotProvider {
   private disposing: Promise<void> | undefined;
   /** Set as soon as connected, so that dispose() undoes whatever a failed prepare() got to. */
   private run: BackupRun | undefined;
+  /** With a repository: the level, the folder, the bitmaps and the manifest. */
+  private chain: ChainBackup | undefined;
 
   constructor(private readonly s: PlannedQmpSnapshot) {}
 
   describe(): string {
     const s = this.s;
     const disks = s.disks === 'all' ? 'all disks' : s.disks.join(', ');
+    if (s.repository) {
+      const r = s.repository;
+      const every = [
+        r.fullEvery.backups !== undefined ? `${r.fullEvery.backups} backups` : '',
+        r.fullEvery.ageMs !== undefined ? formatDuration(r.fullEvery.ageMs) : '',
+      ].filter(Boolean);
+      return `QMP unix:${s.socket}: one transaction of blockdev-backup of ${disks} into repository ${r.dir} (level ${r.level}${every.length ? `, a new chain every ${every.join(' or ')}` : ''}; qcow2 chains with dirty bitmaps); the copy finishes after the thaw (timeout ${formatDuration(s.timeoutMs)})`;
+    }
     return `QMP unix:${s.socket}: one transaction of blockdev-backup (sync full) of ${disks} → ${s.target} (${s.format}); the copy finishes after the thaw (timeout ${formatDuration(s.timeoutMs)})`;
   }
 
   planSteps(): { beforeFreeze: string; afterThaw: string } {
     const s = this.s;
+    if (s.repository)
+      return {
+        beforeFreeze: `snapshot set-up: connect to QMP, resolve the disks, read the repository's manifests and the disks' bitmaps, pick the level (${s.repository.level}), create each qcow2 image (backing file: the parent's) and blockdev-add it (timeout ${formatDuration(s.commandTimeoutMs)} per command)`,
+        afterThaw: `wait for BLOCK_JOB_COMPLETED of every copy (timeout ${formatDuration(s.timeoutMs)}), blockdev-del the images, write the manifest (last), remove the bitmap the new backup replaces`,
+      };
     return {
       beforeFreeze: `snapshot set-up: connect to QMP, resolve the disks, create each target (never overwriting; ${s.format}) and blockdev-add it (timeout ${formatDuration(s.commandTimeoutMs)} per command)`,
       afterThaw: `wait for BLOCK_JOB_COMPLETED of every copy (timeout ${formatDuration(s.timeoutMs)}; an error or a cancellation fails it), then blockdev-del the targets`,
     };
   }
 
-  async prepare(ctx: { readonly guest: string }): Promise<void> {
-    await this.prepared(ctx.guest);
+  async prepare(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+    await this.prepared(ctx.guest, ctx.log);
   }
 
-  private prepared(guest: string): Promise<BackupRun> {
-    this.preparing ??= this.open(guest);
+  private prepared(guest: string, log: Log): Promise<BackupRun> {
+    this.preparing ??= this.open(guest, log);
     return this.preparing;
   }
 
-  private async open(guest: string): Promise<BackupRun> {
+  private async open(guest: string, log: Log): Promise<BackupRun> {
+    const chain = this.s.repository ? new ChainBackup(this.s.repository, guest) : undefined;
+    this.chain = chain;
     const session = await QmpSession.open(this.s, guest, {
       anyNode: true,
+      ...(chain ? { target: (qmp, found) => chain.decide(qmp, found, log) } : {}),
       transaction: (disks) => ({
-        actions: disks.map((d) => ({
-          type: 'blockdev-backup',
-          data: {
-            'job-id': runName(d, 'backup'),
-            device: d.node,
-            target: runName(d, 'fmt'),
-            sync: 'full',
-            'auto-dismiss': false,
-          },
-        })),
-        // One job failing cancels the others: a backup is all disks or nothing.
+        actions: disks.flatMap((d) =>
+          chain
+            ? chain.actions(d)
+            : [
+                {
+                  type: 'blockdev-backup',
+                  data: {
+                    'job-id': runName(d, 'backup'),
+                    device: d.node,
+                    target: runName(d, 'fmt'),
+                    sync: 'full',
+                    'auto-dismiss': false,
+                  },
+                },
+              ],
+        ),
+        // One job failing cancels the others: a backup is all disks or nothing (and every bitmap stays as it was).
         ...(disks.length > 1 ? { properties: { 'completion-mode': 'grouped' } } : {}),
       }),
     });
@@ -105,9 +134,15 @@ class QmpBackup implements SnapshotProvider {
   private async formatQcow2(qmp: QmpClient, d: Disk): Promise<void> {
     const jobId = runName(d, 'create');
     const since = qmp.lastEventSeq();
+    const backing = this.chain?.backing(d);
     await qmp.execute('blockdev-create', {
       'job-id': jobId,
-      options: { driver: 'qcow2', file: runName(d, 'file'), size: d.size },
+      options: {
+        driver: 'qcow2',
+        file: runName(d, 'file'),
+        size: d.size,
+        ...(backing ? { 'backing-file': backing, 'backing-fmt': 'qcow2' } : {}),
+      },
     });
     await qmp.waitForEvent(
       (e) => e.event === 'JOB_STATUS_CHANGE' && e.data['id'] === jobId && e.data['status'] === 'concluded',
@@ -120,38 +155,56 @@ class QmpBackup implements SnapshotProvider {
   }
 
   async take(ctx: SnapshotContext): Promise<SnapshotTaken> {
-    const run = await this.prepared(ctx.guest);
+    const run = await this.prepared(ctx.guest, ctx.log);
+    const chain = this.chain;
+    chain?.sent();
     await run.session.take(ctx.signal);
-    return { files: run.session.targets, complete: (c) => this.complete(run, c) };
+    if (!chain) return { files: run.session.targets, complete: (c) => this.complete(run, c) };
+    chain.pointInTime = new Date().toISOString();
+    const backup = chain.record();
+    return { files: run.session.targets, backup, complete: (c) => this.complete(run, c, backup) };
   }
 
-  /** After the thaw: every job must end with BLOCK_JOB_COMPLETED and no error; then the target nodes go. */
-  private async complete(run: BackupRun, ctx: { readonly signal?: AbortSignal }): Promise<void> {
+  /**
+   * After the thaw: every job must end with BLOCK_JOB_COMPLETED and no error;
+   * then the target nodes go (flushing them) and, with a repository, the
+   * manifest is written.
+   */
+  private async complete(run: BackupRun, ctx: CompleteCtx, backup?: BackupRecord): Promise<void> {
     await run.jobs.wait(this.s.timeoutMs, ctx.signal);
-    // The copies are whole from here on: keep the files whatever the clean-up below says.
-    run.session.finish();
     await run.jobs.dismiss();
     // Closing the nodes flushes the targets to disk.
     await removeNodes(run, true);
+    if (this.chain && backup) await this.chain.finish(run.session.qmp, run.session.disks, ctx.window, backup, ctx.log);
+    // The copies are whole and recorded from here on: keep the files.
+    run.session.finish();
   }
 
-  dispose(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+  dispose(ctx: DisposeCtx): Promise<void> {
     this.disposing ??= this.close(ctx);
     return this.disposing;
   }
 
-  private async close(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+  private async close(ctx: DisposeCtx): Promise<void> {
     const run = this.run;
     if (!run) return;
+    let undone = false;
     try {
       await run.session.dispose(ctx, async (accepted, warn) => {
+        undone = true;
         // Jobs may be running (or about to) unless QEMU refused the transaction.
         if (accepted !== false) await run.jobs.cancel(warn);
         await removeNodes(run, false, warn);
+        // The images go before the failure is recorded: a full disk must not keep the record from landing.
+        await run.session.removeCreated(warn);
+        await this.chain?.abandon(run.session.qmp, run.session.disks, ctx.error ?? 'the run failed', ctx.log);
       });
     } finally {
       run.jobs.stop();
     }
+    // The connection was gone (QEMU died): still record the failure, and nothing else is possible.
+    if (!undone && !run.session.isFinished)
+      await this.chain?.abandon(undefined, run.session.disks, ctx.error ?? 'the run failed', ctx.log);
   }
 }
 

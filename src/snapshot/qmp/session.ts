@@ -4,7 +4,7 @@ import { QuiesceError } from '../../errors.js';
 import type { Log } from '../../log/logger.js';
 import { QmpClient, type PreparedCommand } from '../../qmp/client.js';
 import type { PlannedQmpSnapshot } from '../types.js';
-import { nameDisks, reserveTarget, resolveDisks, type Disk } from './disks.js';
+import { nameDisks, reserveTarget, resolveDisks, type Disk, type FoundDisk } from './disks.js';
 
 /**
  * Whether QEMU accepted the window's transaction: true, false (it refused,
@@ -46,8 +46,8 @@ export class QmpSession {
     o: {
       /** Any named node may be picked, not only a device's top node. */
       readonly anyNode: boolean;
-      /** The target with {disk} unfilled (default: the config's). */
-      readonly target?: string;
+      /** The target with {disk} unfilled (default: the config's), or what gives it once the disks are known. */
+      readonly target?: string | ((qmp: QmpClient, found: readonly FoundDisk[]) => Promise<string>);
       readonly transaction: (disks: readonly Disk[]) => Record<string, unknown>;
     },
   ): Promise<QmpSession> {
@@ -58,7 +58,7 @@ export class QmpSession {
     });
     try {
       const found = await resolveDisks(qmp, s.disks, { anyNode: o.anyNode, guest });
-      const target = o.target ?? s.target;
+      const target = typeof o.target === 'function' ? await o.target(qmp, found) : (o.target ?? s.target);
       if (target === undefined) throw new QuiesceError('CONFIG', 'the QMP snapshot has no target', { guest });
       const disks = nameDisks(found, target, guest);
       return new QmpSession(
@@ -72,6 +72,11 @@ export class QmpSession {
       qmp.close();
       throw err;
     }
+  }
+
+  /** True once finish() was called: the targets hold a finished snapshot. */
+  get isFinished(): boolean {
+    return this.finished;
   }
 
   /** The target of each disk, in order. */
@@ -122,12 +127,16 @@ export class QmpSession {
       warn(`cleaning up after the QMP snapshot: ${(err as Error).message}`);
     } finally {
       this.qmp.close();
-      if (!this.finished) {
-        for (const f of this.created) {
-          await rm(f, { force: true });
-          warn(`removed ${f}: the snapshot did not finish`);
-        }
-      }
+      if (!this.finished) await this.removeCreated(warn);
+    }
+  }
+
+  /** Removes the files this run created (the snapshot did not finish); later calls find nothing left. */
+  async removeCreated(warn: (message: string) => void): Promise<void> {
+    while (this.created.length) {
+      const f = this.created.pop()!;
+      await rm(f, { force: true });
+      warn(`removed ${f}: the snapshot did not finish`);
     }
   }
 }

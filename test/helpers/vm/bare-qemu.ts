@@ -14,6 +14,8 @@ import { DATA_DEVICE, DATA_FILE_NODE, DATA_NODE, makeDataImage, QEMU } from './q
 export interface BareQemu {
   readonly dir: string;
   readonly qmpSocket: string;
+  /** A second monitor, for a test to act while the code under test holds the first. */
+  readonly qmpSocket2: string;
   readonly dataImage: string;
   readonly pid: number;
   running(): boolean;
@@ -33,10 +35,14 @@ export function bareQemuUnavailable(): string | undefined {
 }
 
 /** Starts it; `extraDisks` adds raw disks `extraN` (node `xdataN`, device `vdN`). Stop it in an after hook. */
-export async function startBareQemu(opts: { dataDiskMB?: number; extraDisks?: number } = {}): Promise<BareQemu> {
+export async function startBareQemu(
+  opts: { dataDiskMB?: number; extraDisks?: number; dataFormat?: 'raw' | 'qcow2' } = {},
+): Promise<BareQemu> {
   const dir = mkdtempSync(join(tmpdir(), 'quiesce-bareqemu-'));
   const qmpSocket = join(dir, 'qmp.sock');
-  const dataImage = join(dir, 'data.img');
+  const qmpSocket2 = join(dir, 'qmp2.sock');
+  const format = opts.dataFormat ?? 'raw';
+  const dataImage = join(dir, format === 'qcow2' ? 'data.qcow2' : 'data.img');
   const pidFile = join(dir, 'qemu.pid');
   let pid: number | undefined;
   const running = (): boolean => {
@@ -64,7 +70,13 @@ export async function startBareQemu(opts: { dataDiskMB?: number; extraDisks?: nu
     rmSync(dir, { recursive: true, force: true });
   });
   try {
-    makeDataImage(dataImage, opts.dataDiskMB ?? 64);
+    if (format === 'qcow2') {
+      // Persistent dirty bitmaps live in a qcow2 (v3) image.
+      const raw = join(dir, 'data.raw');
+      makeDataImage(raw, opts.dataDiskMB ?? 64);
+      await promisify(execFile)('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, dataImage]);
+      rmSync(raw);
+    } else makeDataImage(dataImage, opts.dataDiskMB ?? 64);
     const extra: string[] = [];
     for (let i = 1; i <= (opts.extraDisks ?? 0); i++) {
       const img = join(dir, `extra${i}.img`);
@@ -80,16 +92,17 @@ export async function startBareQemu(opts: { dataDiskMB?: number; extraDisks?: nu
       [
         '-S', '-accel', 'tcg', '-m', '64', '-nodefaults', '-display', 'none',
         '-blockdev', `driver=file,filename=${dataImage},node-name=${DATA_FILE_NODE}`,
-        '-blockdev', `driver=raw,file=${DATA_FILE_NODE},node-name=${DATA_NODE}`,
+        '-blockdev', `driver=${format},file=${DATA_FILE_NODE},node-name=${DATA_NODE}`,
         '-device', `virtio-blk-pci,drive=${DATA_NODE},id=${DATA_DEVICE}`,
         ...extra,
         '-qmp', `unix:${qmpSocket},server=on,wait=off`,
+        '-qmp', `unix:${qmpSocket2},server=on,wait=off`,
         '-pidfile', pidFile, '-daemonize',
       ], // prettier-ignore
       { timeout: 30_000 },
     );
     pid = Number(readFileSync(pidFile, 'utf8').trim());
-    return { dir, qmpSocket, dataImage, pid, running, stop };
+    return { dir, qmpSocket, qmpSocket2, dataImage, pid, running, stop };
   } catch (err) {
     if (existsSync(pidFile)) pid = Number(readFileSync(pidFile, 'utf8').trim());
     await stop();

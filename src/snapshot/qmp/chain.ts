@@ -1,0 +1,301 @@
+import { randomBytes } from 'node:crypto';
+import { rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RepositoryConfig } from '../../config/types.js';
+import type { Log } from '../../log/logger.js';
+import type { QmpClient } from '../../qmp/client.js';
+import { readCatalog, type Catalog } from '../../repository/catalog.js';
+import { backingFile, backupDir, bitmapName, imageName } from '../../repository/layout.js';
+import { chainBase, decideLevel, type BitmapState, type LevelDecision, type LiveDisk } from '../../repository/level.js';
+import { backupId, type Manifest } from '../../repository/manifest.js';
+import { readStaleBitmaps, updateStaleBitmaps } from '../../repository/stale.js';
+import { makeBackupDir, writeManifest } from '../../repository/store.js';
+import { version } from '../../version.js';
+import type { BackupRecord, WindowFacts } from '../types.js';
+import { runName, type Disk, type FoundDisk } from './disks.js';
+
+type Qmp = Pick<QmpClient, 'execute'>;
+
+interface NodeInfo {
+  readonly 'node-name': string;
+  readonly drv?: string;
+  readonly 'dirty-bitmaps'?: readonly BitmapState[];
+}
+
+/**
+ * The repository side of a QMP backup (`repository:` on provider qmp): picks
+ * the level before the freeze (catalog + QEMU's bitmaps), names the backup's
+ * folder and images, gives the window's transaction its bitmap actions, and
+ * after the copy records the manifest (last) and drops bitmaps nothing will
+ * read again. Each full or incremental adds a bitmap named after itself in
+ * the same transaction as its copy (the point in time); incrementals and
+ * differentials read their parent's bitmap with bitmap-mode `never`, so a
+ * failed copy, or a manifest never written, leaves the chain as it was.
+ */
+export class ChainBackup {
+  readonly id: string;
+  private decided: LevelDecision | undefined;
+  private catalog: Catalog | undefined;
+  private chain: string | undefined;
+  /** Disks whose bitmap can be persistent (their node is a qcow2). */
+  private persistent = new Map<string, boolean>();
+  /** The bitmap this backup starts (full, incremental), once QEMU may have it. */
+  private added = false;
+
+  constructor(
+    private readonly repo: RepositoryConfig,
+    private readonly guest: string,
+    now = new Date(),
+  ) {
+    this.id = backupId(now, randomBytes(2).toString('hex'));
+  }
+
+  get decision(): LevelDecision {
+    if (!this.decided) throw new Error('ChainBackup: decide() first');
+    return this.decided;
+  }
+
+  /** The backup's folder (known once decided). */
+  get dir(): string {
+    return backupDir(this.repo.dir, this.guest, this.chain!, this.id);
+  }
+
+  /** The bitmap this backup starts, if any (a differential starts none). */
+  get newBitmap(): string | undefined {
+    return this.decision.level === 'differential' ? undefined : bitmapName(this.id);
+  }
+
+  /**
+   * Before the freeze: reads the catalog and the disks' bitmaps, decides the
+   * level, creates the folder, removes bitmaps nothing will read again, and
+   * returns the target template (`DIR/{disk}.qcow2`).
+   */
+  async decide(qmp: Qmp, found: readonly FoundDisk[], log: Log): Promise<string> {
+    const [catalog, nodes] = await Promise.all([
+      readCatalog(this.repo.dir, this.guest),
+      qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true }),
+    ]);
+    this.catalog = catalog;
+    const byNode = new Map(nodes.map((n) => [n['node-name'], n]));
+    const live: LiveDisk[] = found.map((d) => ({
+      name: d.name,
+      size: d.size,
+      bitmaps: byNode.get(d.node)?.['dirty-bitmaps'] ?? [],
+    }));
+    for (const d of found) this.persistent.set(d.name, byNode.get(d.node)?.drv === 'qcow2');
+    const decided = decideLevel({
+      configured: this.repo.level,
+      fullEvery: this.repo.fullEvery,
+      now: new Date(),
+      catalog,
+      disks: live,
+    });
+    const transient = found.filter((d) => !this.persistent.get(d.name)).map((d) => d.name);
+    this.decided =
+      transient.length && decided.level !== 'differential'
+        ? {
+            ...decided,
+            reason: `${decided.reason}; bitmap transient on ${transient.join(', ')} (not qcow2: the chain ends when QEMU stops)`,
+          }
+        : decided;
+    this.chain = decided.parent?.manifest.chain ?? this.id;
+    log({
+      kind: 'backup-level',
+      guest: this.guest,
+      id: this.id,
+      level: this.decided.level,
+      reason: this.decided.reason,
+    });
+    await this.dropUnread(qmp, found, nodes, log);
+    await makeBackupDir(this.dir);
+    return join(this.dir, imageName('{disk}'));
+  }
+
+  /** The backing file of a disk's new image (undefined for a full). */
+  backing(d: Disk): string | undefined {
+    const p = this.decision.parent;
+    return p ? backingFile(p.manifest.id, d.name) : undefined;
+  }
+
+  /** The window's actions for one disk: the new bitmap (if any) and the copy, in one transaction. */
+  actions(d: Disk): Record<string, unknown>[] {
+    const { level, parent } = this.decision;
+    const copy: Record<string, unknown> = {
+      'job-id': runName(d, 'backup'),
+      device: d.node,
+      target: runName(d, 'fmt'),
+      'auto-dismiss': false,
+      ...(level === 'full'
+        ? { sync: 'full' }
+        : { sync: 'bitmap', bitmap: parent!.manifest.bitmap, 'bitmap-mode': 'never' }),
+    };
+    const out: Record<string, unknown>[] = [];
+    const bm = this.newBitmap;
+    if (bm)
+      out.push({
+        type: 'block-dirty-bitmap-add',
+        data: { node: d.node, name: bm, persistent: this.persistent.get(d.name) === true },
+      });
+    out.push({ type: 'blockdev-backup', data: copy });
+    return out;
+  }
+
+  /** The transaction was sent: QEMU may hold the new bitmap from now on. */
+  sent(): void {
+    this.added = this.newBitmap !== undefined;
+  }
+
+  /** For the report, from the window on. */
+  record(): BackupRecord {
+    const d = this.decision;
+    return {
+      repository: this.repo.dir,
+      id: this.id,
+      chain: this.chain!,
+      level: d.level,
+      parent: d.parent?.manifest.id ?? null,
+      reason: d.reason,
+    };
+  }
+
+  /**
+   * After the copy completed and its nodes were closed: writes the manifest
+   * (the backup exists from here on), then removes the previous base's
+   * bitmap from QEMU (a full or an incremental replaces it as the base).
+   */
+  async finish(
+    qmp: Qmp,
+    disks: readonly Disk[],
+    window: WindowFacts | undefined,
+    record: BackupRecord,
+    log: Log,
+  ): Promise<void> {
+    const sizes = await Promise.all(disks.map(async (d) => (await stat(d.target)).blocks * 512));
+    record.bytesWritten = sizes.reduce((a, b) => a + b, 0);
+    await writeManifest(this.dir, this.manifest(disks, sizes, window, true));
+    log({
+      kind: 'backup-recorded',
+      guest: this.guest,
+      id: this.id,
+      level: this.decision.level,
+      bytes: record.bytesWritten,
+    });
+    const old = this.catalog && chainBase(this.catalog);
+    if (this.decision.level !== 'differential' && old) await this.removeBitmap(qmp, disks, old.manifest.bitmap, log);
+  }
+
+  /**
+   * The backup did not complete: removes the bitmap it started (QEMU's own
+   * rule leaves the parent's as it was) and records the failure in a manifest
+   * with `complete: false` (the images are removed by the session).
+   */
+  async abandon(qmp: Qmp | undefined, disks: readonly Disk[], error: string, log: Log): Promise<void> {
+    const bm = this.newBitmap;
+    if (qmp && this.added && bm) await this.removeBitmap(qmp, disks, bm, log);
+    if (!this.chain) return;
+    const m = this.manifest(
+      disks,
+      disks.map(() => 0),
+      undefined,
+      false,
+      error,
+    );
+    await writeManifest(this.dir, m).catch(async (err: Error) => {
+      log({
+        kind: 'warning',
+        guest: this.guest,
+        message: `could not record the failed backup ${this.id}: ${err.message}`,
+      });
+      await rm(this.dir, { recursive: true, force: true });
+    });
+  }
+
+  private manifest(
+    disks: readonly Disk[],
+    sizes: readonly number[],
+    window: WindowFacts | undefined,
+    complete: boolean,
+    error?: string,
+  ): Manifest {
+    const d = this.decision;
+    return {
+      version: 1,
+      id: this.id,
+      guest: this.guest,
+      time: this.pointInTime ?? new Date().toISOString(),
+      level: d.level,
+      chain: this.chain!,
+      parent: d.parent?.manifest.id ?? null,
+      bitmap: this.newBitmap ?? d.parent!.manifest.bitmap,
+      reason: d.reason,
+      disks: disks.map((x, i) => ({
+        name: x.name,
+        node: x.node,
+        virtualSize: x.size,
+        file: imageName(x.name),
+        format: 'qcow2' as const,
+        bytesWritten: sizes[i]!,
+      })),
+      consistency: window?.consistency ?? 'none',
+      frozenWindowMs: window?.frozenWindowMs ?? null,
+      quiesceVersion: version(),
+      agentVersion: window?.agentVersion ?? null,
+      complete,
+      ...(error !== undefined ? { error } : {}),
+    };
+  }
+
+  /** When QEMU accepted the transaction (the point in time), as ISO time. */
+  pointInTime: string | undefined;
+
+  /**
+   * Removes, before the freeze, bitmaps of this repository nothing will read
+   * again: those listed stale by prune, and those of any other backup of the
+   * guest here than the chain's base (a failed run's, a replaced base's).
+   */
+  private async dropUnread(qmp: Qmp, found: readonly FoundDisk[], nodes: readonly NodeInfo[], log: Log): Promise<void> {
+    const catalog = this.catalog!;
+    const keep = chainBase(catalog)?.manifest.bitmap;
+    const ours = new Set(
+      [...catalog.points.map((p) => p.manifest.id), ...catalog.unusable.map((u) => u.id)].map(bitmapName),
+    );
+    const stale = new Set(await readStaleBitmaps(this.repo.dir, this.guest));
+    const gone: string[] = [];
+    for (const d of found) {
+      const info = nodes.find((n) => n['node-name'] === d.node);
+      for (const b of info?.['dirty-bitmaps'] ?? []) {
+        if (b.name === keep || !(stale.has(b.name) || ours.has(b.name))) continue;
+        await qmp
+          .execute('block-dirty-bitmap-remove', { node: d.node, name: b.name })
+          .then(() => gone.push(b.name))
+          .catch((err: Error) =>
+            log({
+              kind: 'warning',
+              guest: this.guest,
+              message: `could not remove stale bitmap ${b.name} from ${d.name}: ${err.message}`,
+            }),
+          );
+      }
+    }
+    const forget = [...stale].filter((n) => n !== keep);
+    if (forget.length) await updateStaleBitmaps(this.repo.dir, this.guest, { drop: forget });
+    if (gone.length) log({ kind: 'bitmaps-removed', guest: this.guest, names: [...new Set(gone)] });
+  }
+
+  /** Removes `name` from every disk that has it; a failure is a warning and lands on the stale list. */
+  private async removeBitmap(qmp: Qmp, disks: readonly Disk[], name: string, log: Log): Promise<void> {
+    let failed = false;
+    for (const d of disks) {
+      await qmp.execute('block-dirty-bitmap-remove', { node: d.node, name }).catch((err: Error) => {
+        if (/not found|Dirty bitmap '.*' not found/i.test(err.message)) return;
+        failed = true;
+        log({
+          kind: 'warning',
+          guest: this.guest,
+          message: `could not remove bitmap ${name} from ${d.name}: ${err.message}`,
+        });
+      });
+    }
+    if (failed) await updateStaleBitmaps(this.repo.dir, this.guest, { add: [name] }).catch(() => undefined);
+  }
+}
