@@ -83,10 +83,18 @@ mkdir -p /run/quiesce-vm
 # The end-to-end tests' writer: file N (65536 bytes of "quiesce-writer N" lines) is written to
 # /data/w/tmp with dd conv=fsync, renamed to /data/w/<N mod 64>, then N is appended to /data/w/log
 # and announced on the console. A freeze of /data stalls it; a thaw lets it go on.
+# While /run/quiesce-vm/writer-pause exists it writes nothing: before each file it looks, and if the
+# file is there it says "writer paused N" (N: the last file it wrote) once, waits until the file is
+# gone, then says "writer resumed" and goes on with N+1.
 write_loop() {
   mkdir -p /data/w
   n=0
   while :; do
+    if [ -e /run/quiesce-vm/writer-pause ]; then
+      say "writer paused $n"
+      while [ -e /run/quiesce-vm/writer-pause ]; do sleep 0.1; done
+      say "writer resumed"
+    fi
     n=$((n + 1))
     yes "quiesce-writer $n" | head -c 65536 | dd of=/data/w/tmp conv=fsync 2>/dev/null || {
       sleep 1

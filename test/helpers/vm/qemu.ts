@@ -52,7 +52,38 @@ export interface GuestOptions {
   kernelArgs?: readonly string[];
 }
 
+/** Image formats the helpers make disks in. */
+export type DiskFormat = 'raw' | 'qcow2';
+
+/** A disk besides the data disk: boot-time (BootOptions.extraDisks) or hot-added (addDisk in disks.ts). */
+export interface ExtraDiskSpec {
+  mb: number;
+  format: DiskFormat;
+  /** Put an empty ext4 on it (default false: all zeros; the guest does not mount it either way). */
+  ext4?: boolean;
+}
+
+/** A virtio-blk disk of a guest: its QMP node names, device id and image. */
+export interface GuestDisk {
+  /** The format node (`data<i>`): what block jobs, bitmaps and snapshots name. */
+  readonly node: string;
+  /** The protocol node below it (`file<i>`). */
+  readonly fileNode: string;
+  /** The virtio-blk-pci device id (`vd<letter>`), also the guest's /dev name when it sees it. */
+  readonly device: string;
+  readonly image: string;
+  readonly format: DiskFormat;
+}
+
 export interface BootOptions extends GuestOptions {
+  /**
+   * Format of the data disk's image (default 'raw'). qcow2 (v3, compat 1.1) is the
+   * same ext4 converted with `qemu-img convert`, opened with `-blockdev driver=qcow2`:
+   * what persistent dirty bitmaps need.
+   */
+  dataFormat?: DiskFormat;
+  /** More disks from the start: vdb, vdc, … (node names data1/file1, data2/file2, …). */
+  extraDisks?: readonly ExtraDiskSpec[];
   /** Extra QEMU arguments (more disks, devices, …). */
   extraQemuArgs?: readonly string[];
   /** Budget for boot + agent start (default 180 s: TCG on a busy machine is slow). */
@@ -85,8 +116,14 @@ export interface Guest {
   readonly qgaSocket: string;
   /** QMP (unix socket, QEMU listens, one client at a time); see Qmp.open(). */
   readonly qmpSocket: string;
-  /** The raw ext4 image behind /dev/vda (node DATA_NODE, device DATA_DEVICE). */
+  /** A second QMP monitor, for a test to act (addDisk, queries) while the code under test holds the first. */
+  readonly qmpSocket2: string;
+  /** The ext4 image behind /dev/vda (node DATA_NODE, device DATA_DEVICE), in dataFormat. */
   readonly dataImage: string;
+  /** The data image's format ('raw' unless booted with dataFormat: 'qcow2'). */
+  readonly dataFormat: DiskFormat;
+  /** Disks given in BootOptions.extraDisks, in order (vdb, vdc, …); hot-added ones are not listed. */
+  readonly extraDisks: readonly GuestDisk[];
   /** The guest's serial console (ttyS0). */
   readonly consoleLog: string;
   readonly pid: number;
@@ -139,6 +176,52 @@ export function makeDataImage(path: string, sizeMB = 64, fromDir?: string): void
 }
 
 /**
+ * Creates a disk image in `format`: with ext4 (made raw, then converted to
+ * qcow2 v3 when asked), or empty (a sparse raw file, or `qemu-img create`).
+ */
+export function makeImage(
+  path: string,
+  opts: { mb: number; format: DiskFormat; ext4?: boolean; fromDir?: string },
+): void {
+  if (opts.format === 'raw') {
+    if (opts.ext4 || opts.fromDir) makeDataImage(path, opts.mb, opts.fromDir);
+    else execFileSync('truncate', ['-s', `${opts.mb}M`, path]);
+    return;
+  }
+  if (opts.format !== 'qcow2') throw new Error(`unknown disk format ${String(opts.format)}`);
+  if (opts.ext4 || opts.fromDir) {
+    const raw = `${path}.raw.tmp`;
+    try {
+      makeDataImage(raw, opts.mb, opts.fromDir);
+      execFileSync('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', '-o', 'compat=1.1', raw, path], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+    } finally {
+      rmSync(raw, { force: true });
+    }
+  } else {
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=1.1', path, `${opts.mb}M`], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+  }
+}
+
+/** Node names and device id of the guest's disk number `index` (0: the data disk vda). */
+export function diskNames(index: number): { node: string; fileNode: string; device: string } {
+  if (!Number.isInteger(index) || index < 0 || index >= 26) throw new Error(`disk index ${index}: 0..25`);
+  return { node: `data${index}`, fileNode: `file${index}`, device: `vd${String.fromCharCode(97 + index)}` };
+}
+
+/** `-blockdev … -blockdev … -device virtio-blk-pci` for one disk. */
+export function diskArgs(d: Pick<GuestDisk, 'node' | 'fileNode' | 'device' | 'image' | 'format'>): string[] {
+  return [
+    '-blockdev', `driver=file,filename=${d.image},node-name=${d.fileNode}`,
+    '-blockdev', `driver=${d.format},file=${d.fileNode},node-name=${d.node}`,
+    '-device', `virtio-blk-pci,drive=${d.node},id=${d.device}`,
+  ]; // prettier-ignore
+}
+
+/**
  * Boots a guest under QEMU (TCG) with the chosen agent on virtio-serial and an
  * ext4 data disk, waits for the agent, and returns a handle. The caller must
  * call stop() (in an `after` hook); a failed boot cleans up before throwing.
@@ -154,7 +237,17 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
   writeFileSync(join(dir, 'owner'), `${process.pid}\n`);
   const qgaSocket = join(dir, 'qga.sock');
   const qmpSocket = join(dir, 'qmp.sock');
-  const dataImage = join(dir, 'data.img');
+  const qmpSocket2 = join(dir, 'qmp2.sock');
+  const dataFormat: DiskFormat = opts.dataFormat ?? 'raw';
+  const dataImage = join(dir, dataFormat === 'qcow2' ? 'data.qcow2' : 'data.img');
+  const extraDisks: GuestDisk[] = (opts.extraDisks ?? []).map((d, i) => {
+    const names = diskNames(i + 1);
+    return {
+      ...names,
+      image: join(dir, `disk-${names.device}.${d.format === 'qcow2' ? 'qcow2' : 'img'}`),
+      format: d.format,
+    };
+  });
   const consoleLog = join(dir, 'console.log');
   const pidFile = join(dir, 'qemu.pid');
   let stopped = false;
@@ -177,7 +270,13 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
   const waitForConsole = con.waitFor;
 
   try {
-    makeDataImage(dataImage, opts.dataDiskMB ?? 64, opts.dataDir);
+    makeImage(dataImage, {
+      mb: opts.dataDiskMB ?? 64,
+      format: dataFormat,
+      ext4: true,
+      ...(opts.dataDir ? { fromDir: opts.dataDir } : {}),
+    });
+    (opts.extraDisks ?? []).forEach((d, i) => makeImage(extraDisks[i]!.image, d));
     const args = [
       '-accel', 'tcg',
       '-m', String(opts.memMB ?? 1024),
@@ -190,10 +289,10 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
       '-device', 'virtio-serial-pci',
       '-chardev', `socket,path=${qgaSocket},server=on,wait=off,id=qga0`,
       '-device', `virtserialport,chardev=qga0,name=${AGENT_PORT}`,
-      '-blockdev', `driver=file,filename=${dataImage},node-name=${DATA_FILE_NODE}`,
-      '-blockdev', `driver=raw,file=${DATA_FILE_NODE},node-name=${DATA_NODE}`,
-      '-device', `virtio-blk-pci,drive=${DATA_NODE},id=${DATA_DEVICE}`,
+      ...diskArgs({ node: DATA_NODE, fileNode: DATA_FILE_NODE, device: DATA_DEVICE, image: dataImage, format: dataFormat }),
+      ...extraDisks.flatMap((d) => diskArgs(d)),
       '-qmp', `unix:${qmpSocket},server=on,wait=off`,
+      '-qmp', `unix:${qmpSocket2},server=on,wait=off`,
       '-pidfile', pidFile,
       '-daemonize',
       ...(opts.extraQemuArgs ?? []),
@@ -231,7 +330,10 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
       dir,
       qgaSocket,
       qmpSocket,
+      qmpSocket2,
       dataImage,
+      dataFormat,
+      extraDisks,
       consoleLog,
       pid: entry.pid,
       boot,

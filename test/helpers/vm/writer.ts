@@ -5,12 +5,21 @@ import { spawnSync } from 'node:child_process';
  * copy of its disk on the host: file N holds 65536 bytes of "quiesce-writer N"
  * lines, lives in /w/<N mod 64> once complete (written with dd conv=fsync,
  * then renamed), and N is appended to /w/log after the rename and printed on
- * the console as "QUIESCE-VM: writer N".
+ * the console as "QUIESCE-VM: writer N". It can be paused between two files
+ * (WRITER_PAUSE_FILE; pauseWriter/resumeWriter in guest-ops.ts).
  */
 export const WRITER_ARG = 'quiesce.writer=1';
 export const WRITER_SLOTS = 64;
 export const WRITER_FILE_BYTES = 65536;
 const WRITER_LINE = /QUIESCE-VM: writer (\d+)$/gm;
+/** While this file exists in the guest, the writer writes nothing (see pauseWriter in guest-ops.ts). */
+export const WRITER_PAUSE_FILE = '/run/quiesce-vm/writer-pause';
+/** Printed once when the writer sees the pause file; N is the last file it wrote (0: none). */
+export const WRITER_PAUSED = /QUIESCE-VM: writer paused (\d+)/;
+/** Printed when the pause file is gone and the writer goes on. */
+export const WRITER_RESUMED = /QUIESCE-VM: writer resumed/;
+/** Printed by init when it starts the writer. */
+export const WRITER_STARTED = /QUIESCE-VM: writer started pid=\d+/;
 
 /** What file N must contain. */
 export function writerContent(n: number): Buffer {
