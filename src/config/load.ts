@@ -326,7 +326,6 @@ function resolveSnapshot(
     mode,
     disks,
     target,
-    repository: undefined,
     format: s.format ?? (mode === 'snapshot' ? 'qcow2' : 'raw'),
     timeoutMs: s.timeout ?? stepMs,
   };

@@ -47,7 +47,7 @@ export function planSnapshot(
     disks: s.disks,
     // {disk} is known once QEMU lists the disks.
     target: s.target === undefined ? undefined : fillExcept(s.target, values, ['disk']),
-    repository: s.repository ? { ...s.repository, dir: fillPlaceholders(s.repository.dir, values) } : undefined,
+    ...(s.repository ? { repository: { ...s.repository, dir: fillPlaceholders(s.repository.dir, values) } } : {}),
     format: s.format,
     connectTimeoutMs: o.timeouts.connectMs,
     commandTimeoutMs: o.timeouts.commandMs,
@@ -56,6 +56,7 @@ export function planSnapshot(
 }
 
 export { libvirtChecks, type LibvirtCheck } from './libvirt/index.js';
+export { previewLevel, type LevelPreview } from './qmp/chain.js';
 export type {
   BackupRecord,
   WindowFacts,

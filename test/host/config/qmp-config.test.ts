@@ -50,6 +50,30 @@ test('a qmp snapshot resolves with its defaults (mode backup, all disks, raw) an
   );
 });
 
+test('a repository: backup mode, qcow2, level auto; its placeholders filled in the plan, no target', () => {
+  const c = resolveConfig(
+    withSnapshot({
+      provider: 'qmp',
+      socket: '/run/vm1/qmp.sock',
+      repository: '/srv/backups/{job}',
+      fullEvery: { backups: 7, age: '30d' },
+    }),
+    'q.yaml',
+  );
+  const s = c.guests.get('vm1')!.snapshot;
+  assert.equal(s.provider, 'qmp');
+  assert.deepEqual(s.provider === 'qmp' && s.repository, {
+    dir: '/srv/backups/{job}',
+    level: 'auto',
+    fullEvery: { backups: 7, ageMs: 30 * 86_400_000 },
+  });
+  assert.equal(s.provider === 'qmp' && s.format, 'qcow2');
+  assert.equal(s.provider === 'qmp' && s.target, undefined);
+  const p = plan(c, 'nightly', { runId: 'r1', now: new Date('2026-11-25T05:47:00Z') });
+  const planned = p.units[0]!.guests[0]!.snapshot;
+  assert.equal(planned.provider === 'qmp' && planned.repository?.dir, '/srv/backups/nightly');
+});
+
 test('snapshot mode defaults to qcow2 overlays; listed disks and a copy timeout are kept', () => {
   const c = resolveConfig(
     withSnapshot({
@@ -83,7 +107,46 @@ const bad: [string, Record<string, unknown>, RegExp][] = [
     { provider: 'qmp', socket: 'qmp.sock', target: '/b/{disk}.img' },
     /guests\.vm1\.snapshot\.socket: must be an absolute path/,
   ],
-  ['no target', { provider: 'qmp', socket: '/q.sock' }, /guests\.vm1\.snapshot\.target: Required/],
+  [
+    'no target',
+    { provider: 'qmp', socket: '/q.sock' },
+    /guests\.vm1\.snapshot\.target: required \(a file per disk\), or give a repository/,
+  ],
+  [
+    'target and repository',
+    { provider: 'qmp', socket: '/q.sock', target: '/b/{disk}', repository: '/repo' },
+    /guests\.vm1\.snapshot: give target or repository, not both/,
+  ],
+  [
+    'a repository that moves every run',
+    { provider: 'qmp', socket: '/q.sock', repository: '/repo/{date}' },
+    /guests\.vm1\.snapshot\.repository: \{date\} changes every run/,
+  ],
+  [
+    'a repository in snapshot mode',
+    { provider: 'qmp', socket: '/q.sock', repository: '/repo', mode: 'snapshot' },
+    /guests\.vm1\.snapshot\.repository: only for mode backup/,
+  ],
+  [
+    'a raw repository',
+    { provider: 'qmp', socket: '/q.sock', repository: '/repo', format: 'raw' },
+    /guests\.vm1\.snapshot\.format: a repository keeps qcow2 images/,
+  ],
+  [
+    'fullEvery without auto',
+    { provider: 'qmp', socket: '/q.sock', repository: '/repo', level: 'full', fullEvery: { backups: 7 } },
+    /guests\.vm1\.snapshot\.fullEvery: only with level auto/,
+  ],
+  [
+    'level without a repository',
+    { provider: 'qmp', socket: '/q.sock', target: '/b/{disk}', level: 'incremental' },
+    /guests\.vm1\.snapshot: level and fullEvery need a repository/,
+  ],
+  [
+    'an empty fullEvery',
+    { provider: 'qmp', socket: '/q.sock', repository: '/repo', fullEvery: {} },
+    /set backups, age, or both/,
+  ],
   [
     'an unknown mode',
     { provider: 'qmp', socket: '/q.sock', mode: 'mirror', target: '/b/{disk}.img' },
