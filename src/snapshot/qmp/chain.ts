@@ -3,7 +3,7 @@ import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RepositoryConfig } from '../../config/types.js';
 import type { Log } from '../../log/logger.js';
-import type { QmpClient } from '../../qmp/client.js';
+import { QmpClient } from '../../qmp/client.js';
 import { readCatalog, type Catalog } from '../../repository/catalog.js';
 import { backingFile, backupDir, bitmapName, imageName } from '../../repository/layout.js';
 import { chainBase, decideLevel, type BitmapState, type LevelDecision, type LiveDisk } from '../../repository/level.js';
@@ -12,7 +12,7 @@ import { readStaleBitmaps, updateStaleBitmaps } from '../../repository/stale.js'
 import { makeBackupDir, writeManifest } from '../../repository/store.js';
 import { version } from '../../version.js';
 import type { BackupRecord, WindowFacts } from '../types.js';
-import { runName, type Disk, type FoundDisk } from './disks.js';
+import { resolveDisks, runName, type Disk, type FoundDisk } from './disks.js';
 
 type Qmp = Pick<QmpClient, 'execute'>;
 
@@ -297,5 +297,58 @@ export class ChainBackup {
       });
     }
     if (failed) await updateStaleBitmaps(this.repo.dir, this.guest, { add: [name] }).catch(() => undefined);
+  }
+}
+
+/** What `quiesce plan` says of a repository backup: the level a run would take now, and why. */
+export interface LevelPreview {
+  readonly guest: string;
+  readonly level: 'full' | 'incremental' | 'differential' | 'unknown';
+  readonly reason: string;
+  /** False when QEMU could not be asked (its bitmaps were not checked). */
+  readonly checkedQemu: boolean;
+}
+
+/**
+ * Reads the repository and, if QEMU answers within a short time, the disks'
+ * bitmaps (read-only queries: nothing is created or changed), and decides as
+ * a run would.
+ */
+export async function previewLevel(
+  s: { readonly socket: string; readonly disks: 'all' | readonly string[]; readonly repository: RepositoryConfig },
+  guest: string,
+): Promise<LevelPreview> {
+  const catalog = await readCatalog(s.repository.dir, guest);
+  const input = { configured: s.repository.level, fullEvery: s.repository.fullEvery, now: new Date(), catalog };
+  let qmp: QmpClient;
+  try {
+    qmp = await QmpClient.connect(s.socket, { connectTimeoutMs: 2000, commandTimeoutMs: 5000, guest });
+  } catch (err) {
+    const base = chainBase(catalog);
+    return {
+      guest,
+      level: base ? 'unknown' : 'full',
+      reason: base
+        ? `QEMU not asked (${(err as Error).message}): ${s.repository.level === 'full' ? 'a full' : `continues chain ${base.manifest.chain} from ${base.manifest.id} if QEMU still has bitmap ${base.manifest.bitmap}, else a full`}`
+        : 'no chain to continue yet',
+      checkedQemu: false,
+    };
+  }
+  try {
+    const found = await resolveDisks(qmp, s.disks, { anyNode: true, guest });
+    const nodes = await qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true });
+    const disks = found.map((d) => ({
+      name: d.name,
+      size: d.size,
+      bitmaps: nodes.find((n) => n['node-name'] === d.node)?.['dirty-bitmaps'] ?? [],
+    }));
+    try {
+      const d = decideLevel({ ...input, disks });
+      return { guest, level: d.level, reason: d.reason, checkedQemu: true };
+    } catch (err) {
+      return { guest, level: 'unknown', reason: `the run would fail: ${(err as Error).message}`, checkedQemu: true };
+    }
+  } finally {
+    qmp.close();
   }
 }

@@ -36,13 +36,19 @@ export function bareQemuUnavailable(): string | undefined {
 
 /** Starts it; `extraDisks` adds raw disks `extraN` (node `xdataN`, device `vdN`). Stop it in an after hook. */
 export async function startBareQemu(
-  opts: { dataDiskMB?: number; extraDisks?: number; dataFormat?: 'raw' | 'qcow2' } = {},
+  opts: {
+    dataDiskMB?: number;
+    extraDisks?: number;
+    dataFormat?: 'raw' | 'qcow2';
+    /** The data image to use (made if missing) and keep after stop(): a restarted QEMU finds it as it was left. */
+    dataImage?: string;
+  } = {},
 ): Promise<BareQemu> {
   const dir = mkdtempSync(join(tmpdir(), 'quiesce-bareqemu-'));
   const qmpSocket = join(dir, 'qmp.sock');
   const qmpSocket2 = join(dir, 'qmp2.sock');
   const format = opts.dataFormat ?? 'raw';
-  const dataImage = join(dir, format === 'qcow2' ? 'data.qcow2' : 'data.img');
+  const dataImage = opts.dataImage ?? join(dir, format === 'qcow2' ? 'data.qcow2' : 'data.img');
   const pidFile = join(dir, 'qemu.pid');
   let pid: number | undefined;
   const running = (): boolean => {
@@ -70,7 +76,9 @@ export async function startBareQemu(
     rmSync(dir, { recursive: true, force: true });
   });
   try {
-    if (format === 'qcow2') {
+    if (existsSync(dataImage)) {
+      // Given and already there: reused as it is.
+    } else if (format === 'qcow2') {
       // Persistent dirty bitmaps live in a qcow2 (v3) image.
       const raw = join(dir, 'data.raw');
       makeDataImage(raw, opts.dataDiskMB ?? 64);
