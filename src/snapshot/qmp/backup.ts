@@ -103,8 +103,10 @@ class QmpBackup implements SnapshotProvider {
                 },
               ],
         ),
-        // One job failing cancels the others: a backup is all disks or nothing (and every bitmap stays as it was).
-        ...(disks.length > 1 ? { properties: { 'completion-mode': 'grouped' } } : {}),
+        // One job failing cancels the others: a backup is all disks or nothing. QEMU refuses grouped
+        // completion beside block-dirty-bitmap-add; a chain needs none: its copies read bitmaps with
+        // bitmap-mode never, so a failed disk leaves every bitmap as it was, and the run removes the new ones.
+        ...(disks.length > 1 && !chain ? { properties: { 'completion-mode': 'grouped' } } : {}),
       }),
     });
     const jobs = session.disks.map((d) => ({ id: runName(d, 'backup'), disk: d.name, target: d.target }));

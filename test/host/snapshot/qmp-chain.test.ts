@@ -309,3 +309,117 @@ describe('backup chains through QMP against a real QEMU (qcow2 disk, paused)', {
     },
   );
 });
+
+describe('backup chains through QMP: crashes, added disks, broken chains', { skip: bareQemuUnavailable() }, () => {
+  let dir: string;
+  let qemu: BareQemu | undefined;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'quiesce-chain-faults-'));
+  });
+  after(async () => {
+    await qemu?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('QEMU killed mid-copy and restarted: the copy is no restore point, the bitmap comes back inconsistent, auto takes a full', async () => {
+    const image = join(dir, 'kill.qcow2');
+    const repo = join(dir, 'kill-repo');
+    qemu = await startBareQemu({ dataFormat: 'qcow2', dataImage: image, dataDiskMB: 128 });
+    const full = await backup(planned(qemu.qmpSocket, repo));
+    assert.equal(full.error, undefined, full.error?.message);
+    // A clean stop stores the persistent bitmap in the image; the next QEMU marks it in use.
+    await qemu.stop();
+    qemu = await startBareQemu({ dataFormat: 'qcow2', dataImage: image });
+    assert.deepEqual(await bitmaps(qemu.qmpSocket), [bitmapName(full.record!.id)]);
+    for (let n = 8; n < 72; n++) await guestWrite(qemu.qmpSocket, 0x77, n * MiB, MiB);
+    // As a guest's fsync would: the writes survive the kill below.
+    await qmp(qemu.qmpSocket, 'human-monitor-command', { 'command-line': `qemu-io -d ${DEVICE_PATH} "flush"` });
+
+    const log = captureLogger();
+    const p = snapshotProvider(planned(qemu.qmpSocket, repo));
+    await p.prepare?.({ guest: 'vm', log });
+    const taken = await p.take({ guest: 'vm', log, inWindow: true });
+    process.kill(qemu.pid, 'SIGKILL');
+    await assert.rejects(taken.complete!({ log }), /monitor went away|did not finish|failed/);
+    await p.dispose?.({ guest: 'vm', log, error: 'QEMU was killed' });
+    await qemu.stop();
+    const killed = taken.backup!;
+    assert.equal(existsSync(join(repo, 'vm', killed.chain, killed.id, 'vda.qcow2')), false);
+
+    qemu = await startBareQemu({ dataFormat: 'qcow2', dataImage: image });
+    const states = await qmp<{ 'node-name': string; 'dirty-bitmaps'?: { name: string; inconsistent?: boolean }[] }[]>(
+      qemu.qmpSocket,
+      'query-named-block-nodes',
+      { flat: true },
+    );
+    const fullBitmap = (states.find((n) => n['node-name'] === 'data0')!['dirty-bitmaps'] ?? []).find(
+      (b) => b.name === bitmapName(full.record!.id),
+    );
+    assert.equal(fullBitmap?.inconsistent, true);
+
+    const next = await backup(planned(qemu.qmpSocket, repo));
+    assert.equal(next.error, undefined, next.error?.message);
+    assert.equal(next.record!.level, 'full');
+    assert.match(next.record!.reason, /is inconsistent \(QEMU did not close cleanly\)/);
+    assert.deepEqual(await bitmaps(qemu.qmpSocket), [bitmapName(next.record!.id)]);
+    const c = await readCatalog(repo, 'vm');
+    assert.deepEqual(
+      c.points.map((x) => x.manifest.id),
+      [full.record!.id, next.record!.id],
+    );
+    assert.match(c.unusable.find((u) => u.id === killed.id)?.why ?? '', /incomplete: QEMU was killed/);
+    const img = join(repo, 'vm', next.record!.chain, next.record!.id, 'vda.qcow2');
+    assert.ok(reads(img, 0x77, 8 * MiB, 64 * MiB));
+    await qemu.stop();
+    qemu = undefined;
+  });
+
+  test('a disk added: auto takes a full of every disk (raw ones with a transient bitmap)', async () => {
+    const repo = join(dir, 'added-repo');
+    const image = join(dir, 'added.qcow2');
+    qemu = await startBareQemu({ dataFormat: 'qcow2', dataImage: image });
+    const first = await backup({ ...planned(qemu.qmpSocket, repo), disks: 'all' });
+    assert.equal(first.error, undefined, first.error?.message);
+    await qemu.stop();
+    qemu = await startBareQemu({ dataFormat: 'qcow2', dataImage: image, extraDisks: 1 });
+    const second = await backup({ ...planned(qemu.qmpSocket, repo), disks: 'all' });
+    assert.equal(second.error, undefined, second.error?.message);
+    assert.equal(second.record!.level, 'full');
+    assert.match(second.record!.reason, /disk vd1 was added since/);
+    assert.match(second.record!.reason, /bitmap transient on vd1/);
+    const m = manifestOf(repo, second.record!);
+    assert.deepEqual(
+      m.disks.map((d) => d.name),
+      ['vda', 'vd1'],
+    );
+    // While this QEMU runs, the chain goes on over both disks.
+    const third = await backup({ ...planned(qemu.qmpSocket, repo), disks: 'all' });
+    assert.equal(third.error, undefined, third.error?.message);
+    assert.equal(third.record!.level, 'incremental');
+    await qemu.stop();
+    qemu = undefined;
+  });
+
+  test('a middle manifest missing: later points are not restorable, and auto takes a full', async () => {
+    const repo = join(dir, 'middle-repo');
+    qemu = await startBareQemu({ dataFormat: 'qcow2' });
+    const ids: BackupRecord[] = [];
+    for (let i = 0; i < 3; i++) {
+      await guestWrite(qemu.qmpSocket, 0x10 + i, (8 + i) * MiB, MiB);
+      const r = await backup(planned(qemu.qmpSocket, repo));
+      assert.equal(r.error, undefined, r.error?.message);
+      ids.push(r.record!);
+    }
+    rmSync(join(repo, 'vm', ids[1]!.chain, ids[1]!.id, 'manifest.json'));
+    const c = await readCatalog(repo, 'vm');
+    assert.deepEqual(
+      c.points.map((p) => p.manifest.id),
+      [ids[0]!.id],
+    );
+    assert.match(c.unusable.find((u) => u.id === ids[2]!.id)?.why ?? '', /its parent .* is not a restore point/);
+    const next = await backup(planned(qemu.qmpSocket, repo));
+    assert.equal(next.error, undefined, next.error?.message);
+    assert.equal(next.record!.level, 'full');
+    assert.match(next.record!.reason, /bitmap .* is missing/);
+  });
+});
