@@ -12,6 +12,7 @@ const runModule = () => import('./run.js');
 const freezeModule = () => import('./freeze.js');
 const inspectModule = () => import('./inspect.js');
 const demoModule = () => import('./demo.js');
+const backupsModule = () => import('./backups.js');
 const noModule = () => Promise.resolve(undefined);
 
 const VERSION = version();
@@ -69,18 +70,62 @@ export async function main(argv: readonly string[]): Promise<number> {
     .action(async (job: string | undefined, _o: unknown, cmd: Command) => {
       const run = await loadCommand(runModule);
       const ctx = ctxOf(run, cmd);
-      code = run.impl.showPlan(ctx, await ctx.loadConfig(), job);
+      code = await run.impl.showPlan(ctx, await ctx.loadConfig(), job);
     });
 
   program
     .command('prune [job]')
-    .description("apply the guests' retention rules (keep last / daily / weekly) now; --dry-run only lists")
+    .description(
+      "apply the guests' retention rules (keep last / daily / weekly / monthly; a repository's kept restore points keep their parents) now; --dry-run only lists",
+    )
     .option('--dry-run', 'list what would be kept and removed, remove nothing')
     .action(async (job: string | undefined, o: { dryRun?: boolean }, cmd: Command) => {
       const run = await loadCommand(runModule);
       const ctx = ctxOf(run, cmd);
       code = await run.impl.pruneJob(ctx, await ctx.loadConfig(), job, o.dryRun === true);
     });
+
+  program
+    .command('backups [guest]')
+    .description("list a guest's restore points, newest last (every guest with a repository when GUEST is omitted)")
+    .option('--repository <dir>', "read this repository instead of the config's (no config file needed; needs GUEST)")
+    .option('--job <job>', "the job that fills {job} in the repository's path (default: the only job with the guest)")
+    .option('--all', 'also list backup folders that are not restore points, and why')
+    .action(
+      async (guest: string | undefined, o: { repository?: string; job?: string; all?: boolean }, cmd: Command) => {
+        const backups = await loadCommand(backupsModule);
+        code = await backups.impl.listBackups(ctxOf(backups, cmd), guest, o);
+      },
+    );
+
+  program
+    .command('restore <guest>')
+    .description(
+      'restore a backup (the newest, or --at) into DIR as one image per disk, never overwriting; each image is read back and compared with the backup',
+    )
+    .requiredOption('--to <dir>', 'the folder to write DISK.raw / DISK.qcow2 into (created when missing)')
+    .option('--at <id|time>', 'a backup id, or the newest restore point at or before a time (ISO 8601)')
+    .addOption(
+      new Option(
+        '--format <format>',
+        'image format (raw by default: a restored disk is most often attached or dd-ed as raw)',
+      )
+        .choices(['raw', 'qcow2'])
+        .default('raw'),
+    )
+    .option('--repository <dir>', "read this repository instead of the config's (no config file needed)")
+    .option('--job <job>', "the job that fills {job} in the repository's path (default: the only job with the guest)")
+    .option('--quiet', 'no progress line on a terminal')
+    .action(
+      async (
+        guest: string,
+        o: { to: string; at?: string; format: 'raw' | 'qcow2'; repository?: string; job?: string; quiet?: boolean },
+        cmd: Command,
+      ) => {
+        const backups = await loadCommand(backupsModule);
+        code = await backups.impl.restoreGuest(ctxOf(backups, cmd), guest, o);
+      },
+    );
 
   program
     .command('doctor [guests...]')

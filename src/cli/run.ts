@@ -6,10 +6,10 @@ import { writeMetrics } from '../report/metrics.js';
 import { writeReport } from '../report/report.js';
 import type { ResolvedConfig } from '../config/types.js';
 import { pickJob, type CliContext } from './context.js';
-import { prune } from '../workflow/prune.js';
-import { fillPlaceholders, timeValues } from '../config/placeholders.js';
+import { formatPrune, prune, type PruneResult } from '../workflow/prune.js';
 import { formatReport } from './summary.js';
 import { exitCodeFor } from '../workflow/exit-code.js';
+import { previewLevel, type LevelPreview } from '../snapshot/index.js';
 import type { RunReport } from '../workflow/results.js';
 
 export interface RunOptions {
@@ -90,52 +90,50 @@ export async function runJob(
   }
 }
 
-/** `quiesce plan [JOB]`: what run would do, without touching a guest. */
-export function showPlan(ctx: CliContext, config: ResolvedConfig, jobArg: string | undefined): number {
+/**
+ * `quiesce plan [JOB]`: what run would do, without touching a guest. For a
+ * backup into a repository it also says which level a run would take now and
+ * why (from the manifests and QEMU's bitmaps, read-only).
+ */
+export async function showPlan(ctx: CliContext, config: ResolvedConfig, jobArg: string | undefined): Promise<number> {
   const now = new Date();
   const p = plan(config, pickJob(config, jobArg), { runId: newRunId(now), now });
-  ctx.print(p, formatPlan(p));
+  const levels: LevelPreview[] = [];
+  for (const g of p.units.flatMap((u) => u.guests)) {
+    const s = g.snapshot;
+    if (s.provider === 'qmp' && s.repository)
+      levels.push(await previewLevel({ ...s, repository: s.repository }, g.name));
+  }
+  const text = levels.map((l) => `${l.guest}: next backup: ${l.level} — ${l.reason}\n`).join('');
+  ctx.print(levels.length ? { ...p, levels } : p, `${formatPlan(p)}${text ? `\n${text}` : ''}`);
   return 0;
 }
 
-/** `quiesce prune [JOB] [--dry-run]`: applies each guest's retention rules now (or only lists with --dry-run). */
+/**
+ * `quiesce prune [JOB] [--dry-run]`: applies each guest's retention rules now
+ * (or only lists with --dry-run), as the job's run would: to its backup files
+ * or its repository's restore points, listing what is kept and why.
+ */
 export async function pruneJob(
   ctx: CliContext,
   config: ResolvedConfig,
   jobArg: string | undefined,
   dryRun: boolean,
 ): Promise<number> {
-  const job = config.jobs.get(pickJob(config, jobArg))!;
-  const names = [...job.guests, ...job.groups.flat()];
-  const results: { guest: string; keep: readonly string[]; remove: readonly string[]; error?: string }[] = [];
-  for (const name of names) {
-    const g = config.guests.get(name)!;
-    if (!g.prune?.match) continue;
-    const now = new Date();
-    const match = fillPlaceholders(g.prune.match, {
-      guest: name,
-      job: job.name,
-      runId: '',
-      stateDir: config.stateDir,
-      ...timeValues(now),
-    });
+  const now = new Date();
+  const p = plan(config, pickJob(config, jobArg), { runId: newRunId(now), now });
+  const results: (PruneResult | { guest: string; error: string })[] = [];
+  for (const g of p.units.flatMap((u) => u.guests)) {
+    if (!g.prune) continue;
     try {
-      const d = await prune(name, { ...g.prune, match }, { log: ctx.log, dryRun });
-      results.push({ guest: name, keep: d.keep, remove: d.remove });
+      results.push(await prune(g.name, g.prune, { log: ctx.log, dryRun }));
     } catch (err) {
-      results.push({ guest: name, keep: [], remove: [], error: (err as Error).message });
+      results.push({ guest: g.name, error: (err as Error).message });
     }
   }
-  const verb = dryRun ? 'would remove' : 'removed';
   const text = results.length
-    ? results
-        .map((r) =>
-          r.error
-            ? `${r.guest}: FAILED: ${r.error}`
-            : `${r.guest}: keep ${r.keep.join(' ') || '(none)'}; ${verb} ${r.remove.join(' ') || '(none)'}`,
-        )
-        .join('\n')
+    ? results.flatMap((r) => ('error' in r ? [`${r.guest}: FAILED: ${r.error}`] : formatPrune(r))).join('\n')
     : 'no guest of this job has prune rules';
   ctx.print(results, `${text}\n`);
-  return results.some((r) => r.error) ? 3 : 0;
+  return results.some((r) => 'error' in r) ? 3 : 0;
 }

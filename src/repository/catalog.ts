@@ -2,7 +2,7 @@ import { access, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { QuiesceError } from '../errors.js';
 import { backupDir, guestDir, MANIFEST } from './layout.js';
-import { isBackupId, validateManifest, type Manifest } from './manifest.js';
+import { idTime, isBackupId, validateManifest, type Manifest } from './manifest.js';
 
 /** A complete backup whose whole ancestry is present and complete: it can be restored. */
 export interface RestorePoint {
@@ -34,11 +34,6 @@ export interface Catalog {
   readonly unusable: readonly Unusable[];
   /** Chain ids present (folders), oldest first. */
   readonly chains: readonly string[];
-}
-
-function idTime(id: string): Date {
-  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z/.exec(id)!;
-  return new Date(Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!));
 }
 
 async function listIds(dir: string): Promise<string[]> {

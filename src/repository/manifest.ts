@@ -54,8 +54,17 @@ const ID = /^\d{8}T\d{6}Z-[0-9a-f]{4}$/;
 
 /** A new backup id for `at` (sorts by time; the random part keeps two in one second apart). */
 export function backupId(at: Date, random: string): string {
-  const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const stamp = at
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
   return `${stamp}-${random}`;
+}
+
+/** The time a backup id names (second precision; an id not in the form gives an invalid Date). */
+export function idTime(id: string): Date {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z/.exec(id);
+  return m ? new Date(Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!)) : new Date(Number.NaN);
 }
 
 export function isBackupId(s: string): boolean {

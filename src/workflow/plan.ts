@@ -5,6 +5,7 @@ import { DEFAULTS } from '../config/defaults.js';
 import { fillArgv, fillPlaceholders, timeValues, type PlaceholderValues } from '../config/placeholders.js';
 import type { FailurePolicy, PruneConfig, ResolvedConfig, ResolvedGuest, Timeouts } from '../config/types.js';
 import { planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
+import { describePrune, type PlannedPrune } from './prune.js';
 
 /** A process a step runs (hook, backup, verify, notify), its argv resolved for this run. */
 export interface PlannedProcess {
@@ -26,7 +27,7 @@ export interface GuestPlan {
   readonly snapshot: PlannedSnapshot;
   readonly backup: PlannedProcess | undefined;
   readonly verify: PlannedProcess | undefined;
-  readonly prune: PruneConfig | undefined;
+  readonly prune: PlannedPrune | undefined;
   readonly postHooks: readonly PlannedProcess[];
 }
 
@@ -101,6 +102,7 @@ function planGuest(g: ResolvedGuest, values: PlaceholderValues, budgetMs: number
     argv: fillArgv(argv, values),
     timeoutMs,
   });
+  const snapshot = planSnapshot(g.snapshot, values, { budgetMs, timeouts: g.timeouts });
   return {
     name: g.name,
     address: describeConnector(g.connector),
@@ -109,14 +111,22 @@ function planGuest(g: ResolvedGuest, values: PlaceholderValues, budgetMs: number
     timeouts: g.timeouts,
     maxReplyBytes: g.maxReplyBytes,
     preHooks: g.hooks.pre.map((h) => cmd(h, g.timeouts.commandMs * DEFAULTS.hookTimeoutFactor)),
-    snapshot: planSnapshot(g.snapshot, values, { budgetMs, timeouts: g.timeouts }),
+    snapshot,
     backup: g.backup ? cmd(g.backup.argv, g.backup.timeoutMs) : undefined,
     verify: g.verify ? cmd(g.verify.argv, g.verify.timeoutMs) : undefined,
-    prune: g.prune
-      ? { ...g.prune, match: g.prune.match === undefined ? undefined : fillPlaceholders(g.prune.match, values) }
-      : undefined,
+    prune: g.prune ? planPrune(g.name, g.prune, snapshot, values) : undefined,
     postHooks: g.hooks.post.map((h) => cmd(h, g.timeouts.commandMs * DEFAULTS.hookTimeoutFactor)),
   };
+}
+
+/** Retention over the guest's repository (its dir as the snapshot has it for this run), or over its backup files. */
+function planPrune(guest: string, p: PruneConfig, snapshot: PlannedSnapshot, values: PlaceholderValues): PlannedPrune {
+  const rules = { keepLast: p.keepLast, keepDaily: p.keepDaily, keepWeekly: p.keepWeekly, keepMonthly: p.keepMonthly };
+  if (snapshot.provider === 'qmp' && snapshot.repository)
+    return { ...rules, dir: undefined, match: undefined, repository: snapshot.repository.dir };
+  if (p.dir === undefined || p.match === undefined)
+    throw new QuiesceError('CONFIG', `guest ${guest}: prune needs dir and match, or a repository`);
+  return { ...rules, dir: p.dir, match: fillPlaceholders(p.match, values), repository: undefined };
 }
 
 /** The plan as readable lines (for `quiesce plan`). */
@@ -153,11 +163,7 @@ export function formatPlan(p: Plan): string {
       if (around.afterThaw) line(around.afterThaw);
       if (g.backup) line(`backup: ${argv(g.backup.argv)} (timeout ${ms(g.backup.timeoutMs)})`);
       if (g.verify) line(`verify: ${argv(g.verify.argv)} (timeout ${ms(g.verify.timeoutMs)})`);
-      if (g.prune) {
-        line(
-          `prune ${g.prune.dir}/${g.prune.match}: keep last ${g.prune.keepLast}, daily ${g.prune.keepDaily}, weekly ${g.prune.keepWeekly}`,
-        );
-      }
+      if (g.prune) line(describePrune(g.prune));
       for (const h of g.postHooks) line(`post-hook: ${argv(h.argv)} (timeout ${ms(h.timeoutMs)})`);
     }
   }

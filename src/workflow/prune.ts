@@ -1,12 +1,43 @@
 import { readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { PruneConfig } from '../config/types.js';
+import type { KeepRules } from '../config/types.js';
 import type { Log } from '../log/logger.js';
+import { formatBytes } from '../repository/list.js';
+import { pruneRepository, type RepositoryPrune } from '../repository/prune.js';
+import { keepText, selectByRules } from '../repository/retention.js';
 
-export interface PruneDecision {
-  readonly keep: readonly string[];
+/**
+ * A guest's retention as planned for a run: over backup files (`dir` and
+ * `match`, placeholders filled), or over the restore points of the guest's
+ * repository (the snapshot's, placeholders filled).
+ */
+export type PlannedPrune = KeepRules &
+  (
+    | { readonly dir: string; readonly match: string; readonly repository: undefined }
+    | { readonly dir: undefined; readonly match: undefined; readonly repository: string }
+  );
+
+/** A backup file kept, and the rules that keep it. */
+export interface KeptFile {
+  readonly name: string;
+  readonly reasons: readonly string[];
+}
+
+/** Which backup files to keep (newest first) and which to remove. */
+export interface FileDecision {
+  readonly keep: readonly KeptFile[];
   readonly remove: readonly string[];
 }
+
+/** What prune decided (and, unless a dry run, did) for one guest's backup files. */
+export interface FilePrune extends FileDecision {
+  readonly kind: 'files';
+  readonly guest: string;
+  readonly dir: string;
+  readonly dryRun: boolean;
+}
+
+export type PruneResult = FilePrune | RepositoryPrune;
 
 /** `*` and `?` wildcards over one file name. */
 export function globToRegExp(pattern: string): RegExp {
@@ -17,57 +48,70 @@ export function globToRegExp(pattern: string): RegExp {
   return new RegExp(`^${body}$`);
 }
 
-function isoWeek(d: Date): string {
-  const t = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()));
-  const day = t.getUTCDay() || 7;
-  t.setUTCDate(t.getUTCDate() + 4 - day);
-  const yearStart = Date.UTC(t.getUTCFullYear(), 0, 1);
-  return `${t.getUTCFullYear()}-W${Math.ceil(((t.getTime() - yearStart) / 86_400_000 + 1) / 7)}`;
-}
-
 /**
- * Which backups to keep: the newest `keepLast`, the newest of each of the
- * last `keepDaily` days and `keepWeekly` ISO weeks that have one (as Proxmox'
- * keep-* rules). Pure: names with their times in, decision out.
+ * Which backup files to keep: the keep rules over their modification times
+ * (see selectByRules). Pure: names with their times in, decision out.
  */
-export function decide(
-  files: readonly { name: string; mtime: Date }[],
-  rules: Pick<PruneConfig, 'keepLast' | 'keepDaily' | 'keepWeekly'>,
-): PruneDecision {
+export function decide(files: readonly { name: string; mtime: Date }[], rules: KeepRules): FileDecision {
   const sorted = [...files].sort((a, b) => b.mtime.getTime() - a.mtime.getTime() || b.name.localeCompare(a.name));
-  const keep = new Set<string>(sorted.slice(0, rules.keepLast).map((f) => f.name));
-  const byPeriod = (key: (d: Date) => string, count: number): void => {
-    const seen = new Set<string>();
-    for (const f of sorted) {
-      const k = key(f.mtime);
-      if (seen.has(k)) continue;
-      if (seen.size >= count) break;
-      seen.add(k);
-      keep.add(f.name);
-    }
-  };
-  byPeriod((d) => d.toISOString().slice(0, 10), rules.keepDaily);
-  byPeriod(isoWeek, rules.keepWeekly);
+  const selected = selectByRules(
+    sorted.map((f) => f.mtime),
+    rules,
+  );
   return {
-    keep: sorted.filter((f) => keep.has(f.name)).map((f) => f.name),
-    remove: sorted.filter((f) => !keep.has(f.name)).map((f) => f.name),
+    keep: [...selected].sort(([a], [b]) => a - b).map(([i, reasons]) => ({ name: sorted[i]!.name, reasons })),
+    remove: sorted.filter((_, i) => !selected.has(i)).map((f) => f.name),
   };
 }
 
-/** Applies the rules to the guest's backups in `dir` (files matching `match`); with dryRun only lists. */
-export async function prune(
+/** Applies a guest's retention: to its backup files or its repository's restore points; with dryRun only decides. */
+export function prune(guest: string, p: PlannedPrune, opts: { log: Log; dryRun: boolean }): Promise<PruneResult> {
+  return p.repository === undefined ? pruneFiles(guest, p, opts) : pruneRepository(p.repository, guest, p, opts);
+}
+
+async function pruneFiles(
   guest: string,
-  p: PruneConfig,
+  p: KeepRules & { readonly dir: string; readonly match: string },
   opts: { log: Log; dryRun: boolean },
-): Promise<PruneDecision> {
-  if (p.dir === undefined || p.match === undefined) return { keep: [], remove: [] };
-  const dir = p.dir;
+): Promise<FilePrune> {
   const re = globToRegExp(p.match);
   // Asynchronous: another unit of the run may be frozen meanwhile, and the event loop never waits on a filesystem.
-  const names = (await readdir(dir)).filter((n) => re.test(n));
-  const files = await Promise.all(names.map(async (name) => ({ name, mtime: (await stat(join(dir, name))).mtime })));
+  const names = (await readdir(p.dir)).filter((n) => re.test(n));
+  const files = await Promise.all(names.map(async (name) => ({ name, mtime: (await stat(join(p.dir, name))).mtime })));
   const d = decide(files, p);
   opts.log({ kind: 'prune', guest, kept: d.keep.length, removed: d.remove, dryRun: opts.dryRun });
-  if (!opts.dryRun) for (const name of d.remove) await unlink(join(dir, name));
-  return d;
+  if (!opts.dryRun) for (const name of d.remove) await unlink(join(p.dir, name));
+  return { kind: 'files', guest, dir: p.dir, dryRun: opts.dryRun, ...d };
+}
+
+/** The rules a planned prune applies, in words (for `quiesce plan`). */
+export function describePrune(p: PlannedPrune): string {
+  return p.repository === undefined
+    ? `prune ${p.dir}/${p.match}: ${keepText(p)}`
+    : `prune restore points in ${p.repository}: ${keepText(p)}; a kept point keeps its parents`;
+}
+
+/** A prune's result as lines for a person: what is kept and why, what is (or would be) removed. */
+export function formatPrune(r: PruneResult): string[] {
+  const verb = r.dryRun ? 'would remove' : 'removed';
+  if (r.kind === 'files')
+    return [
+      `${r.guest}: files in ${r.dir}`,
+      ...r.keep.map((k) => `  keep ${k.name} (${k.reasons.join(', ')})`),
+      ...r.remove.map((name) => `  ${verb} ${name}`),
+    ];
+  const lines = [`${r.guest}: restore points in ${r.repo}`];
+  for (const k of r.keep) lines.push(`  keep ${k.id} (${k.level}, ${k.time}): ${k.reasons.join(', ')}`);
+  for (const p of r.remove) lines.push(`  ${verb} ${p.id} (${p.level}, ${p.time})`);
+  for (const u of r.unusable)
+    lines.push(
+      u.remove
+        ? `  ${verb} unusable ${u.id}: ${u.why} (older than 24 h)`
+        : `  leave unusable ${u.id}: ${u.why} (younger than 24 h: a run may still be writing it)`,
+    );
+  for (const c of r.chains) lines.push(`  ${verb} chain ${c} (nothing in it is kept)`);
+  if (r.staleBitmaps.length)
+    lines.push(`  bitmaps for the next backup to remove from QEMU: ${r.staleBitmaps.join(', ')}`);
+  if (r.bytesFreed > 0) lines.push(`  ${r.dryRun ? 'would free' : 'freed'} ${formatBytes(r.bytesFreed)}`);
+  return lines;
 }

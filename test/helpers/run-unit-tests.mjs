@@ -16,7 +16,8 @@ import { join } from 'node:path';
 // test/host/cli/*: the built CLI, qemu-ga, loop mounts (root)
 // test/host/guest/{libvirt,local,stream-client}.test.ts, test/host/libvirt/{guest,libvirtd}.test.ts:
 //   libvirtd and a VM, the agent bundle, real agents
-// test/host/snapshot/qmp-provider.test.ts: a real QEMU (its scripted-QMP half is unit-sized)
+// test/host/snapshot/qmp-provider.test.ts, qmp-chain.test.ts: a real QEMU (its scripted-QMP half is unit-sized)
+// test/host/repository/restore.test.ts, test/host/cli/backups.test.ts: real qemu-img/qemu-io chains
 // test/host/workflow/engine-faults.test.ts: real agents on loop mounts (root)
 export const UNIT_TESTS = [
   'test/agent/agent.test.ts',
@@ -50,6 +51,9 @@ export const UNIT_TESTS = [
   'test/host/process/',
   'test/host/qmp/',
   'test/host/report/',
+  'test/host/repository/level.test.ts',
+  'test/host/repository/prune.test.ts',
+  'test/host/repository/retention.test.ts',
   'test/host/snapshot/qmp/',
   'test/host/workflow/emergency.test.ts',
   'test/host/workflow/executor.test.ts',
