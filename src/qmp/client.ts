@@ -83,6 +83,12 @@ export class QmpClient {
   readonly address: string;
   /** The greeting's `QMP` member: `version`, `capabilities`. */
   greeting: Readonly<Record<string, unknown>> = {};
+
+  /** QEMU's version from the greeting ([major, minor]), or undefined if it gave none. */
+  get qemuVersion(): readonly [number, number] | undefined {
+    const v = (this.greeting['version'] as { qemu?: { major?: unknown; minor?: unknown } } | undefined)?.qemu;
+    return typeof v?.major === 'number' && typeof v.minor === 'number' ? [v.major, v.minor] : undefined;
+  }
   private readonly pending = new Map<string, Pending>();
   private readonly sent = new WeakSet<PreparedCommand>();
   private readonly listeners = new Set<(e: QmpEvent) => void>();

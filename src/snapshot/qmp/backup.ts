@@ -23,6 +23,18 @@ export function backupProvider(s: PlannedQmpSnapshot): SnapshotProvider {
 
 type CompleteCtx = Parameters<NonNullable<SnapshotTaken['complete']>>[0];
 
+/**
+ * The copy's tuning: since QEMU 6.2 the backup job can copy with
+ * copy_file_range (`x-perf.use-copy-range`, off by default there). Measured
+ * here (bench/chain.ts): a 1 GiB qcow2 with 512 MiB data copied in 0.54-0.66 s
+ * with it against 1.7-2.0 s without; `qemu-img convert` of the same disk took
+ * 1.3-1.5 s. Older QEMUs get nothing (the key would fail the transaction).
+ */
+export function copyPerf(qmp: Pick<QmpClient, 'qemuVersion'>): Record<string, unknown> {
+  const v = qmp.qemuVersion;
+  return v && (v[0] > 6 || (v[0] === 6 && v[1] >= 2)) ? { 'x-perf': { 'use-copy-range': true, 'max-chunk': 64 << 20 } } : {};
+}
+
 type DisposeCtx = { readonly guest: string; readonly log: Log; readonly error?: string };
 
 /** One run's state from the connection on. */
@@ -86,10 +98,10 @@ class QmpBackup implements SnapshotProvider {
     const session = await QmpSession.open(this.s, guest, {
       anyNode: true,
       ...(chain ? { target: (qmp, found) => chain.decide(qmp, found, log) } : {}),
-      transaction: (disks) => ({
+      transaction: (disks, qmp) => ({
         actions: disks.flatMap((d) =>
           chain
-            ? chain.actions(d)
+            ? chain.actions(d, copyPerf(qmp))
             : [
                 {
                   type: 'blockdev-backup',
@@ -99,6 +111,7 @@ class QmpBackup implements SnapshotProvider {
                     target: runName(d, 'fmt'),
                     sync: 'full',
                     'auto-dismiss': false,
+                    ...copyPerf(qmp),
                   },
                 },
               ],

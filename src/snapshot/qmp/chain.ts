@@ -118,13 +118,14 @@ export class ChainBackup {
   }
 
   /** The window's actions for one disk: the new bitmap (if any) and the copy, in one transaction. */
-  actions(d: Disk): Record<string, unknown>[] {
+  actions(d: Disk, tuning: Record<string, unknown> = {}): Record<string, unknown>[] {
     const { level, parent } = this.decision;
     const copy: Record<string, unknown> = {
       'job-id': runName(d, 'backup'),
       device: d.node,
       target: runName(d, 'fmt'),
       'auto-dismiss': false,
+      ...tuning,
       ...(level === 'full'
         ? { sync: 'full' }
         : { sync: 'bitmap', bitmap: parent!.manifest.bitmap, 'bitmap-mode': 'never' }),

@@ -48,7 +48,7 @@ export class QmpSession {
       readonly anyNode: boolean;
       /** The target with {disk} unfilled (default: the config's), or what gives it once the disks are known. */
       readonly target?: string | ((qmp: QmpClient, found: readonly FoundDisk[]) => Promise<string>);
-      readonly transaction: (disks: readonly Disk[]) => Record<string, unknown>;
+      readonly transaction: (disks: readonly Disk[], qmp: QmpClient) => Record<string, unknown>;
     },
   ): Promise<QmpSession> {
     const qmp = await QmpClient.connect(s.socket, {
@@ -65,7 +65,7 @@ export class QmpSession {
         qmp,
         guest,
         disks,
-        qmp.prepareCommand('transaction', o.transaction(disks)),
+        qmp.prepareCommand('transaction', o.transaction(disks, qmp)),
         s.commandTimeoutMs,
       );
     } catch (err) {
