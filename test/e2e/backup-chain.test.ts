@@ -23,6 +23,7 @@ import {
   type Checksums,
 } from '../helpers/vm/guest-ops.js';
 import { bootGuest, DATA_DEVICE, guestUnavailable, type Guest } from '../helpers/vm/qemu.js';
+import { Qmp } from '../helpers/vm/qmp.js';
 import { dumpe2fs, WRITER_ARG } from '../helpers/vm/writer.js';
 
 const BIN = fileURLToPath(new URL('../../dist/src/bin.js', import.meta.url));
@@ -126,8 +127,33 @@ for (const kind of KINDS) {
         );
       });
 
+      test('the bitmap deleted behind quiesce’s back: the next run takes a full, says why, and restores', async (t: TestContext) => {
+        const g = guest!;
+        const base = points[points.length - 1]!;
+        const qmp = await Qmp.open(g.qmpSocket2);
+        try {
+          await qmp.execute('block-dirty-bitmap-remove', { node: 'data0', name: `quiesce-${base.id}` });
+        } finally {
+          qmp.close();
+        }
+        await pauseWriter(g);
+        await writeGuestFile(g, '/data/known-4', { bytes: 2 * MiB, seed: 4 });
+        await guestSync(g);
+        const sums = await guestChecksums(g);
+        const r = cli(['run', '--config', config, '--json']);
+        await resumeWriter(g);
+        assert.equal(r.status, 0, `exit ${r.status}\n${r.stderr}\n${r.stdout}`);
+        const vm = (JSON.parse(r.stdout) as RunReport).guests[0]!;
+        assert.equal(vm.ok, true, vm.errors.map((e) => e.message).join('; '));
+        const b = vm.backup!;
+        assert.equal(b.level, 'full');
+        assert.match(b.reason, new RegExp(`bitmap quiesce-${base.id} is missing on disk vda`));
+        t.diagnostic(`${kind}: ${b.level} ${b.id}: ${b.reason}`);
+        points.push({ id: b.id, level: b.level, sums, frozenWindowMs: vm.frozenWindowMs! });
+      });
+
       test('every point restores to a clean filesystem holding exactly the files of its point', (t: TestContext) => {
-        assert.equal(points.length, 3);
+        assert.equal(points.length, 4);
         for (const p of points) {
           const to = join(dir, `restore-${p.id}`);
           const r = cli(['restore', 'vm', '--config', config, '--to', to, '--at', p.id, '--format', 'raw']);
@@ -140,7 +166,7 @@ for (const kind of KINDS) {
           const restored = imageChecksums(image, 'raw', { replayJournal: false });
           assert.deepEqual(diffChecksums(p.sums, restored, ['guest at the point', 'restored']), [], p.id);
           // Later points' known files are not in it.
-          for (let j = points.indexOf(p) + 2; j <= 3; j++) assert.equal(restored.has(`/known-${j}`), false);
+          for (let j = points.indexOf(p) + 2; j <= points.length; j++) assert.equal(restored.has(`/known-${j}`), false);
           t.diagnostic(`${kind}: ${p.level} ${p.id}: ${restored.size} files match the guest's checksums at that point`);
           // A second restore into the same folder overwrites nothing.
           const again = cli(['restore', 'vm', '--config', config, '--to', to, '--at', p.id, '--format', 'raw']);
