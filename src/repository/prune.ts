@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { KeepRules } from '../config/types.js';
 import { QuiesceError } from '../errors.js';
 import type { Log } from '../log/logger.js';
+import { lockRepository } from './lock.js';
 import { readCatalog } from './catalog.js';
 import { chainDir } from './layout.js';
 import { decideRetention, type RetentionDecision } from './retention.js';
@@ -27,6 +28,21 @@ export interface RepositoryPrune extends RetentionDecision {
  * another guest may be frozen meanwhile.
  */
 export async function pruneRepository(
+  repo: string,
+  guest: string,
+  rules: KeepRules,
+  opts: { readonly log: Log; readonly dryRun: boolean; readonly now?: Date },
+): Promise<RepositoryPrune> {
+  // A dry run only reads; a real one must not overlap a backup or a restore of the guest.
+  const lock = opts.dryRun ? undefined : await lockRepository(repo, guest, 'prune');
+  try {
+    return await pruneLocked(repo, guest, rules, opts);
+  } finally {
+    await lock?.release();
+  }
+}
+
+async function pruneLocked(
   repo: string,
   guest: string,
   rules: KeepRules,

@@ -7,7 +7,8 @@ import type { Log } from '../log/logger.js';
 import { GroupTerminator } from '../process/group.js';
 import { runProcess } from '../process/run.js';
 import type { RestorePoint } from './catalog.js';
-import type { ManifestDisk } from './manifest.js';
+import type { ManifestDisk, Verified } from './manifest.js';
+import { lockRepository } from './lock.js';
 
 /** What a restored disk image is written as. */
 export type RestoreFormat = 'raw' | 'qcow2';
@@ -21,6 +22,9 @@ export interface RestoreProgress {
   readonly index: number;
   readonly count: number;
   readonly percent: number;
+  /** Bytes of every disk of the point (virtual sizes), and how many of them are copied so far. */
+  readonly total: number;
+  readonly done: number;
 }
 
 export interface RestoreOptions {
@@ -63,7 +67,7 @@ export interface RestoreResult {
   /** Allocated bytes written per second of copying. */
   readonly bytesPerSecond: number;
   /** The point's verify result, when a verify step ran on it. */
-  readonly verified?: { readonly ok: boolean; readonly at: string; readonly how: string };
+  readonly verified?: Verified;
 }
 
 /** One disk's source image, its final name in the target folder, and the temp name it is written under. */
@@ -89,6 +93,16 @@ const fail = (message: string, cause?: unknown): never => {
  * folder. On any failure or abort, everything this restore wrote is removed.
  */
 export async function restorePoint(point: RestorePoint, opts: RestoreOptions): Promise<RestoreResult> {
+  // No prune (or backup) of the guest while its chain is read: REPO/GUEST/CHAIN/ID → REPO.
+  const lock = await lockRepository(resolve(point.dir, '../../..'), point.manifest.guest, 'restore');
+  try {
+    return await restoreLocked(point, opts);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function restoreLocked(point: RestorePoint, opts: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
   if (!RESTORE_FORMATS.includes(opts.format))
     throw new QuiesceError('CONFIG', `--format ${JSON.stringify(opts.format)}: give raw or qcow2`);
@@ -105,9 +119,12 @@ export async function restorePoint(point: RestorePoint, opts: RestoreOptions): P
   let convertMs = 0;
   let verifyMs = 0;
   try {
+    const total = planned.reduce((n, p) => n + p.disk.virtualSize, 0);
+    let before = 0;
     for (const [i, p] of planned.entries()) {
       const c0 = performance.now();
-      await convert(p, opts, { index: i + 1, count: planned.length });
+      await convert(p, opts, { index: i + 1, count: planned.length, before, total });
+      before += p.disk.virtualSize;
       const c1 = performance.now();
       await verify(p, opts);
       await fsyncPath(p.temp);
@@ -216,14 +233,26 @@ async function checkChain(point: RestorePoint, p: Planned, opts: RestoreOptions)
 }
 
 /** qemu-img convert from the point's image to the temp name; progress through `-p` when asked for. */
-async function convert(p: Planned, opts: RestoreOptions, at: { index: number; count: number }): Promise<void> {
+async function convert(
+  p: Planned,
+  opts: RestoreOptions,
+  at: { index: number; count: number; before: number; total: number },
+): Promise<void> {
   const args = ['convert', '-f', 'qcow2', '-O', opts.format, p.source, p.temp];
   const { onProgress } = opts;
   if (!onProgress) {
     await qemuImg(args, opts, Infinity);
     return;
   }
-  const percent = (n: number): void => onProgress({ disk: p.disk.name, ...at, percent: n });
+  const percent = (n: number): void =>
+    onProgress({
+      disk: p.disk.name,
+      index: at.index,
+      count: at.count,
+      percent: n,
+      total: at.total,
+      done: at.before + Math.round((p.disk.virtualSize * n) / 100),
+    });
   const error = await runWithProgress(['qemu-img', 'convert', '-p', ...args.slice(1)], opts.signal, percent);
   if (error) fail(`restoring disk ${p.disk.name}: ${error}`);
 }

@@ -52,6 +52,7 @@ export const UNIT_TESTS = [
   'test/host/qmp/',
   'test/host/report/',
   'test/host/repository/level.test.ts',
+  'test/host/repository/lock.test.ts',
   'test/host/repository/prune.test.ts',
   'test/host/repository/retention.test.ts',
   'test/host/snapshot/qmp/',

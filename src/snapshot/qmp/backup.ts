@@ -1,6 +1,7 @@
 import { QuiesceError } from '../../errors.js';
 import { formatDuration } from '../../config/duration.js';
 import type { Log } from '../../log/logger.js';
+import { progressReporter } from '../../log/progress.js';
 import type { QmpClient } from '../../qmp/client.js';
 import type { BackupRecord, PlannedQmpSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from '../types.js';
 import { BlockJobs } from './block-jobs.js';
@@ -125,7 +126,10 @@ class QmpBackup implements SnapshotProvider {
       }),
     });
     const jobs = session.disks.map((d) => ({ id: runName(d, 'backup'), disk: d.name, target: d.target }));
-    const run: BackupRun = { session, jobs: new BlockJobs(session.qmp, jobs, { guest }), nodes: [] };
+    // The copy's progress, polled while complete() waits for it (after the thaw).
+    const report = progressReporter(log, guest, 'snapshot-complete');
+    const onProgress = (p: { done: number; total: number }): void => report(p.done, p.total);
+    const run: BackupRun = { session, jobs: new BlockJobs(session.qmp, jobs, { guest, onProgress }), nodes: [] };
     this.run = run;
     for (const d of session.disks) {
       // A raw target is the disk's size (blockdev-backup wants equal sizes); blockdev-create sizes a qcow2.
@@ -206,6 +210,14 @@ class QmpBackup implements SnapshotProvider {
   }
 
   private async close(ctx: DisposeCtx): Promise<void> {
+    try {
+      await this.undo(ctx);
+    } finally {
+      await this.chain?.release();
+    }
+  }
+
+  private async undo(ctx: DisposeCtx): Promise<void> {
     const run = this.run;
     if (!run) return;
     let undone = false;

@@ -5,6 +5,7 @@ import type { RepositoryConfig } from '../../config/types.js';
 import type { Log } from '../../log/logger.js';
 import { QmpClient } from '../../qmp/client.js';
 import { readCatalog, type Catalog } from '../../repository/catalog.js';
+import { lockRepository, type RepoLock } from '../../repository/lock.js';
 import { backingFile, backupDir, bitmapName, imageName } from '../../repository/layout.js';
 import { chainBase, decideLevel, type BitmapState, type LevelDecision, type LiveDisk } from '../../repository/level.js';
 import { backupId, type Manifest } from '../../repository/manifest.js';
@@ -41,6 +42,7 @@ export class ChainBackup {
   private persistent = new Map<string, boolean>();
   /** The bitmap this backup starts (full, incremental), once QEMU may have it. */
   private added = false;
+  private lock: RepoLock | undefined;
 
   constructor(
     private readonly repo: RepositoryConfig,
@@ -71,6 +73,8 @@ export class ChainBackup {
    * returns the target template (`DIR/{disk}.qcow2`).
    */
   async decide(qmp: Qmp, found: readonly FoundDisk[], log: Log): Promise<string> {
+    // Held until dispose(): no prune or restore of the guest meanwhile (this run's own prune shares it).
+    this.lock ??= await lockRepository(this.repo.dir, this.guest, 'backup');
     const [catalog, nodes] = await Promise.all([
       readCatalog(this.repo.dir, this.guest),
       qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true }),
@@ -244,6 +248,12 @@ export class ChainBackup {
       complete,
       ...(error !== undefined ? { error } : {}),
     };
+  }
+
+  /** Lets go of the repository (the run's end, whatever happened). */
+  async release(): Promise<void> {
+    await this.lock?.release();
+    this.lock = undefined;
   }
 
   /** When QEMU accepted the transaction (the point in time), as ISO time. */
