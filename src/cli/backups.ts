@@ -5,7 +5,8 @@ import type { ResolvedConfig } from '../config/types.js';
 import { QuiesceError } from '../errors.js';
 import { findPoint, readCatalog } from '../repository/catalog.js';
 import { backupRows, formatBytes, type BackupRow } from '../repository/list.js';
-import { restorePoint, type RestoreFormat, type RestoreProgress, type RestoreResult } from '../repository/restore.js';
+import { restorePoint, type RestoreFormat, type RestoreResult } from '../repository/restore.js';
+import { progressReporter } from '../log/progress.js';
 import { EXIT } from '../workflow/exit-code.js';
 import type { CliContext } from './context.js';
 
@@ -81,7 +82,7 @@ async function guestsIn(repo: string): Promise<string[]> {
 }
 
 /** --repository DIR: a folder that is not there is a typo, not an empty repository. */
-async function givenRepository(dir: string): Promise<string> {
+export async function givenRepository(dir: string): Promise<string> {
   const repo = resolve(dir);
   const isDir = await stat(repo).then(
     (s) => s.isDirectory(),
@@ -178,7 +179,6 @@ export interface RestoreCliOptions extends RepositoryChoice {
   readonly to: string;
   readonly at?: string | undefined;
   readonly format: RestoreFormat;
-  readonly quiet?: boolean | undefined;
 }
 
 const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
@@ -205,43 +205,26 @@ export async function restoreGuest(ctx: CliContext, guest: string, o: RestoreCli
     process.on(sig, h);
     return [sig, h] as const;
   });
-  const progress = o.quiet || !process.stderr.isTTY ? undefined : progressLine();
+  // The copy's progress goes to the display or the log as `progress` events (--quiet: nowhere).
+  const report = ctx.progress.mode === 'off' ? undefined : progressReporter(ctx.log, guest, 'restore');
   try {
     const result = await restorePoint(point, {
       to: o.to,
       format: o.format,
       signal: controller.signal,
-      onProgress: progress?.update,
+      onProgress: report && ((p) => report(p.done, p.total, `restore ${p.disk} (${p.index}/${p.count})`)),
       log: ctx.log,
     });
-    progress?.clear();
     ctx.print(result, formatRestore(result));
     return EXIT.OK;
   } catch (err) {
-    progress?.clear();
+    ctx.progress.end();
     if (received === undefined) throw err;
     process.stderr.write(`quiesce: ${(err as Error).message}\n`);
     return 128 + SIGNALS[received];
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
   }
-}
-
-/** One progress line on stderr (a terminal), redrawn as whole percents change. */
-function progressLine(): { update: (p: RestoreProgress) => void; clear: () => void } {
-  let shown = '';
-  return {
-    update: (p) => {
-      const text = `restoring ${p.disk} (${p.index}/${p.count}): ${Math.floor(p.percent)}%`;
-      if (text === shown) return;
-      shown = text;
-      process.stderr.write(`\r\x1b[K${text}`);
-    },
-    clear: () => {
-      if (shown) process.stderr.write('\r\x1b[K');
-      shown = '';
-    },
-  };
 }
 
 /** What a restore wrote, for a person. */

@@ -3,12 +3,15 @@ import type { ResolvedConfig } from '../config/types.js';
 import { createLogger, type Log } from '../log/logger.js';
 import type { LogEvent } from '../log/events.js';
 import { recover } from '../workflow/recover.js';
+import { ProgressSink, progressIntervalFromEnv } from './progress.js';
 import type { RecoveryResult } from '../workflow/results.js';
 
 export interface GlobalOptions {
   readonly config?: string;
   readonly json?: boolean;
   readonly verbose?: boolean;
+  /** No progress: neither the live display nor `progress` log events. */
+  readonly quiet?: boolean;
 }
 
 /** Shared by every subcommand: the logger, the config (once, validated), recovery first. */
@@ -23,8 +26,13 @@ export class CliContext {
 
   readonly onWindow = (open: boolean): void => {
     this.openWindows += open ? 1 : -1;
-    if (this.openWindows === 0) this.log.flush();
+    if (this.openWindows === 0) {
+      this.log.flush();
+      this.progress.resume();
+    }
   };
+  /** Progress of the steps and copies: a live display on a terminal, throttled log events off one. */
+  readonly progress: ProgressSink;
   readonly events: LogEvent[] = [];
 
   constructor(
@@ -32,7 +40,23 @@ export class CliContext {
     /** Where results go (stdout; tests capture them). */
     private readonly out: (text: string) => void = (text) => void process.stdout.write(text),
   ) {
-    this.log = createLogger({ verbose: opts.verbose ?? false, capture: this.events, hold: () => this.openWindows > 0 });
+    const hold = (): boolean => this.openWindows > 0;
+    this.progress = new ProgressSink({
+      mode: opts.quiet ? 'off' : process.stderr.isTTY && !opts.json ? 'tty' : 'events',
+      hold,
+      intervalMs: progressIntervalFromEnv(),
+    });
+    const logger = createLogger({
+      verbose: opts.verbose ?? false,
+      capture: this.events,
+      hold,
+      around: this.progress.around,
+    });
+    const log = ((e: LogEvent) => {
+      if (this.progress.admit(e)) logger(e);
+    }) as Log & { flush(): void };
+    log.flush = logger.flush;
+    this.log = log;
   }
 
   private readonly recoveries = new Map<string, Promise<RecoveryResult[]>>();
@@ -56,6 +80,7 @@ export class CliContext {
 
   /** Prints the result: JSON with --json, else the readable text. */
   print(json: unknown, text: string): void {
+    this.progress.end();
     this.out(this.opts.json ? `${JSON.stringify(json, null, 2)}\n` : text);
   }
 }

@@ -13,6 +13,7 @@ const freezeModule = () => import('./freeze.js');
 const inspectModule = () => import('./inspect.js');
 const demoModule = () => import('./demo.js');
 const backupsModule = () => import('./backups.js');
+const verifyModule = () => import('./verify.js');
 const noModule = () => Promise.resolve(undefined);
 
 const VERSION = version();
@@ -29,12 +30,15 @@ export async function main(argv: readonly string[]): Promise<number> {
     )
     .option('--json', 'machine-readable output on stdout')
     .option('-v, --verbose', 'log debug events too')
+    .option('-q, --quiet', 'no progress: no live display on a terminal, no progress log events')
     .addHelpText('after', `\nExit codes:\n${exitTableText()}\n`)
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
+  // The command's context, so that an error's message never lands inside the live display.
+  let ctx: CliContext | undefined;
   const ctxOf = (loaded: LoadedCommand<unknown>, cmd: Command): CliContext =>
-    new loaded.CliContext(cmd.optsWithGlobals<GlobalOptions>());
+    (ctx = new loaded.CliContext(cmd.optsWithGlobals<GlobalOptions>()));
 
   program
     .command('run [job]')
@@ -115,15 +119,35 @@ export async function main(argv: readonly string[]): Promise<number> {
     )
     .option('--repository <dir>', "read this repository instead of the config's (no config file needed)")
     .option('--job <job>', "the job that fills {job} in the repository's path (default: the only job with the guest)")
-    .option('--quiet', 'no progress line on a terminal')
     .action(
       async (
         guest: string,
-        o: { to: string; at?: string; format: 'raw' | 'qcow2'; repository?: string; job?: string; quiet?: boolean },
+        o: { to: string; at?: string; format: 'raw' | 'qcow2'; repository?: string; job?: string },
         cmd: Command,
       ) => {
         const backups = await loadCommand(backupsModule);
         code = await backups.impl.restoreGuest(ctxOf(backups, cmd), guest, o);
+      },
+    );
+
+  program
+    .command('verify <guest>')
+    .description(
+      "prove a restore point (the newest, or --at): fsck checks each filesystem read-only, boot starts it in a throwaway QEMU and checks it through its agent; never writes to the backup's images, records the verdict in its manifest (exit 0 passed, 3 failed)",
+    )
+    .option('--at <id|time>', 'a backup id, or the newest restore point at or before a time (ISO 8601)')
+    .addOption(
+      new Option('--kind <kind>', "fsck or boot (default: the guest's verify kind in the config)").choices([
+        'fsck',
+        'boot',
+      ]),
+    )
+    .option('--repository <dir>', "read this repository instead of the config's (with --kind fsck no config is needed)")
+    .option('--job <job>', "the job that fills {job} in the repository's path (default: the only job with the guest)")
+    .action(
+      async (guest: string, o: { at?: string; kind?: string; repository?: string; job?: string }, cmd: Command) => {
+        const verify = await loadCommand(verifyModule);
+        code = await verify.impl.verifyGuest(ctxOf(verify, cmd), guest, o);
       },
     );
 
@@ -219,6 +243,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     await program.parseAsync(argv, { from: 'user' });
     return code;
   } catch (err) {
+    ctx?.progress.end();
     if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.OK : EXIT.CONFIG;
     const isUsage = (err as { usage?: boolean }).usage === true;
     process.stderr.write(`quiesce: ${(err as Error).message}\n`);

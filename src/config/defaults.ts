@@ -16,6 +16,11 @@ export const DEFAULTS = {
   syncMs: 5_000,
   /** Backup, verify and snapshot copies: outside the frozen window. */
   stepMs: 3_600_000,
+  /** A verify by boot: from starting QEMU to the last check. */
+  verifyBootMs: 300_000,
+  verifyBootMemoryMiB: 1024,
+  /** The kernel command line of a verify by boot when the config gives none. */
+  verifyBootAppend: 'console=ttyS0 panic=-1',
   /** Pre- and post-hooks, as a multiple of the guest's agent command timeout. */
   hookTimeoutFactor: 6,
   notifyMs: 60_000,

@@ -7,7 +7,15 @@ import { DEFAULTS, defaultStateDir } from './defaults.js';
 import { configSchema, type ParsedConfig, type ParsedGuest } from './schema.js';
 import { unknownPlaceholders, usesPlaceholder } from './placeholders.js';
 import { localFreezeProblems } from './frozen-paths.js';
-import type { PruneConfig, ResolvedConfig, ResolvedGuest, ResolvedJob, SnapshotConfig, Timeouts } from './types.js';
+import type {
+  PruneConfig,
+  ResolvedConfig,
+  ResolvedGuest,
+  ResolvedJob,
+  SnapshotConfig,
+  Timeouts,
+  VerifyConfig,
+} from './types.js';
 import { describeConnector, type ConnectorSpec } from './connector.js';
 
 /** A configuration problem: names the file and the key path. Nothing has touched a guest yet. */
@@ -421,7 +429,7 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
   const where = `guests.${name}`;
   if (g.snapshot.provider === 'command') checkArgv(g.snapshot.argv, `${where}.snapshot.argv`, problems);
   if (g.backup) checkArgv(g.backup.argv, `${where}.backup.argv`, problems);
-  if (g.verify) checkArgv(g.verify.argv, `${where}.verify.argv`, problems);
+  if (g.verify && 'argv' in g.verify) checkArgv(g.verify.argv, `${where}.verify.argv`, problems);
   g.hooks?.pre?.forEach((h, i) => checkArgv(h, `${where}.hooks.pre[${i}]`, problems));
   g.hooks?.post?.forEach((h, i) => checkArgv(h, `${where}.hooks.post[${i}]`, problems));
   if (g.prune?.match !== undefined)
@@ -455,10 +463,35 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
     // The snapshot runs inside the frozen window: the job's budget bounds it anyway.
     snapshot: resolveSnapshot(g.snapshot, `${where}.snapshot`, guestStepMs, problems, connector),
     backup: g.backup ? { argv: g.backup.argv, timeoutMs: g.backup.timeout ?? guestStepMs } : undefined,
-    verify: g.verify ? { argv: g.verify.argv, timeoutMs: g.verify.timeout ?? guestStepMs } : undefined,
+    verify: g.verify ? resolveVerify(g, `${where}.verify`, guestStepMs, problems) : undefined,
     prune: g.prune ? resolvePrune(g, `${where}.prune`, problems) : undefined,
     timeouts,
     maxReplyBytes: g.maxReplyBytes ?? DEFAULTS.maxReplyBytes,
+  };
+}
+
+/** The verify step: a command, or fsck/boot of the backup the run made (which needs a repository). */
+function resolveVerify(g: ParsedGuest, where: string, stepMs: number, problems: string[]): VerifyConfig {
+  const v = g.verify!;
+  if (v.kind !== 'fsck' && v.kind !== 'boot') return { kind: 'command', argv: v.argv, timeoutMs: v.timeout ?? stepMs };
+  if (!(g.snapshot.provider === 'qmp' && g.snapshot.repository !== undefined))
+    problems.push(
+      `${where}.kind: ${v.kind} checks a restore point of the guest's repository, but the guest has none: set snapshot.repository (provider qmp), or give verify an argv`,
+    );
+  if (v.kind === 'fsck') return { kind: 'fsck', timeoutMs: v.timeout ?? stepMs };
+  return {
+    kind: 'boot',
+    kernel: v.kernel,
+    initrd: v.initrd,
+    append: v.append ?? DEFAULTS.verifyBootAppend,
+    memoryMiB: v.memory ?? DEFAULTS.verifyBootMemoryMiB,
+    cpus: v.cpus ?? 1,
+    timeoutMs: v.timeout ?? DEFAULTS.verifyBootMs,
+    checks: {
+      mountpoints: v.checks?.mountpoints ?? [],
+      files: (v.checks?.files ?? []).map((f) => ({ path: f.path, sha256: f.sha256.toLowerCase() })),
+      commands: v.checks?.commands ?? [],
+    },
   };
 }
 

@@ -31,6 +31,58 @@ const absPath = z.string().startsWith('/', 'must be an absolute path');
 
 const step = z.object({ argv, timeout: stepTimeout.optional() }).strict();
 
+/** What a booted restore point must show through its agent. */
+const bootChecks = z
+  .object({
+    /** Mountpoints guest-get-fsinfo must list. */
+    mountpoints: z.array(absPath).optional(),
+    /** Files read through guest-file-read whose sha256 must match. */
+    files: z
+      .array(
+        z.object({ path: absPath, sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'a sha256: 64 hex digits') }).strict(),
+      )
+      .optional(),
+    /** Commands run through guest-exec that must exit 0. */
+    commands: z.array(argv).optional(),
+  })
+  .strict();
+
+/**
+ * The verify step: a command (argv, as before), or a check of the backup the
+ * run made in the guest's repository: fsck (read-only filesystem checks
+ * through a temporary overlay) or boot (a throwaway QEMU, direct kernel boot).
+ */
+const verify = z.discriminatedUnion(
+  'kind',
+  [
+    z.object({ kind: z.literal('command').optional(), argv, timeout: stepTimeout.optional() }).strict(),
+    z.object({ kind: z.literal('fsck'), timeout: stepTimeout.optional() }).strict(),
+    z
+      .object({
+        kind: z.literal('boot'),
+        /** Direct boot: the kernel, initrd and command line QEMU starts the restored disks with. */
+        kernel: absPath,
+        initrd: absPath,
+        append: z.string().optional(),
+        /** Guest memory in MiB (default 1024). */
+        memory: z.number().int().min(64).max(1_048_576).optional(),
+        cpus: z.number().int().min(1).max(64).optional(),
+        /** From starting QEMU to the last check (default 5m). */
+        timeout: stepTimeout.optional(),
+        checks: bootChecks.optional(),
+      })
+      .strict(),
+  ],
+  {
+    errorMap: (issue, ctx) =>
+      issue.code === 'invalid_union_discriminator'
+        ? {
+            message: `must be 'fsck' or 'boot' (or leave kind out and give argv), got ${JSON.stringify((ctx.data as { kind?: unknown } | undefined)?.kind)}`,
+          }
+        : { message: ctx.defaultError },
+  },
+);
+
 // "/var/" and "/var" are one mountpoint.
 const samePath = (p: string) => posix.normalize(p).replace(/(.)\/+$/, '$1');
 
@@ -168,7 +220,7 @@ export const guestSchema = z
       .optional(),
     snapshot,
     backup: step.optional(),
-    verify: step.optional(),
+    verify: verify.optional(),
     prune: prune.optional(),
     timeouts: timeouts.optional(),
     maxReplyBytes: z.number().int().min(1024).optional(),

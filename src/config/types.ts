@@ -8,6 +8,39 @@ export interface StepConfig {
   readonly timeoutMs: number;
 }
 
+/** The verify step as a command (the argv form). */
+export interface CommandVerifyConfig extends StepConfig {
+  readonly kind: 'command';
+}
+
+/** Read-only checks of each filesystem of the backup the run made, through a temporary overlay. */
+export interface FsckVerifyConfig {
+  readonly kind: 'fsck';
+  readonly timeoutMs: number;
+}
+
+/** What a booted restore point must show through its agent. */
+export interface BootChecks {
+  readonly mountpoints: readonly string[];
+  readonly files: readonly { readonly path: string; readonly sha256: string }[];
+  readonly commands: readonly (readonly string[])[];
+}
+
+/** Boots the backup the run made in a throwaway QEMU (direct kernel boot) and checks it through its agent. */
+export interface BootVerifyConfig {
+  readonly kind: 'boot';
+  readonly kernel: string;
+  readonly initrd: string;
+  readonly append: string;
+  readonly memoryMiB: number;
+  readonly cpus: number;
+  /** From starting QEMU to the last check. */
+  readonly timeoutMs: number;
+  readonly checks: BootChecks;
+}
+
+export type VerifyConfig = CommandVerifyConfig | FsckVerifyConfig | BootVerifyConfig;
+
 /** How many restore points (or backup files) to keep; what a kept one depends on is kept too. */
 export interface KeepRules {
   readonly keepLast: number;
@@ -100,7 +133,7 @@ export interface ResolvedGuest {
   readonly hooks: { readonly pre: readonly ArgvTemplate[]; readonly post: readonly ArgvTemplate[] };
   readonly snapshot: SnapshotConfig;
   readonly backup: StepConfig | undefined;
-  readonly verify: StepConfig | undefined;
+  readonly verify: VerifyConfig | undefined;
   readonly prune: PruneConfig | undefined;
   readonly timeouts: Timeouts;
   readonly maxReplyBytes: number;

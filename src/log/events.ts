@@ -1,3 +1,5 @@
+import { formatProgress } from './progress.js';
+
 /** What the agent client reports about its channel (garbage skipped, resyncs, reconnects, the local agent's stderr). */
 export type ClientEvent =
   | { kind: 'guest-garbage'; address: string; text: string }
@@ -33,7 +35,20 @@ export type LogEvent =
   | { kind: 'backup-recorded'; guest: string; id: string; level: string; bytes: number }
   /** Bitmaps of this repository nothing reads any more, removed from QEMU. */
   | { kind: 'bitmaps-removed'; guest: string; names: readonly string[] }
-  | { kind: 'error'; message: string; guest?: string };
+  | { kind: 'error'; message: string; guest?: string }
+  /**
+   * A copy advancing (QEMU's block jobs, a restore): bytes done of total,
+   * summed over the guest's disks; rate and ETA null while not known yet.
+   */
+  | {
+      kind: 'progress';
+      guest: string;
+      step: string;
+      done: number;
+      total: number;
+      rateBytesPerSec: number | null;
+      etaSec: number | null;
+    };
 
 const LEVEL: Partial<Record<LogEvent['kind'], 'error' | 'warn' | 'info' | 'debug'>> = {
   'guest-garbage': 'warn',
@@ -109,6 +124,8 @@ export function describe(e: LogEvent): string {
       return `${e.address}: attempt ${e.attempt} failed (${e.reason}); reconnecting`;
     case 'agent-log':
       return `${e.address} agent: ${e.text}`;
+    case 'progress':
+      return `${e.guest}: ${e.step}: ${formatProgress(e)}`;
     case 'warning':
     case 'error':
       return e.guest ? `${e.guest}: ${e.message}` : e.message;

@@ -14,6 +14,11 @@ export interface LoggerOptions {
    * filesystem being frozen): events wait in memory and are written after.
    */
   readonly hold?: () => boolean;
+  /**
+   * Wraps each write to stderr (a live display on the same terminal takes its
+   * lines away first and draws them again after).
+   */
+  readonly around?: (write: () => void) => void;
 }
 
 /**
@@ -32,11 +37,20 @@ export function createLogger(opts: LoggerOptions = {}): Log & { flush(): void } 
         ),
   });
   const held: LogEvent[] = [];
-  const write = (e: LogEvent): void => {
+  const writeNow = (e: LogEvent): void => {
     // winston appends a `message` member of the metadata to the message: the event's own goes in as `text`.
     const { message, ...rest } = e as LogEvent & { message?: unknown };
     logger.log(levelOf(e), describe(e), message === undefined ? rest : { ...rest, text: message });
   };
+  const { around } = opts;
+  const level = opts.verbose ? 3 : 2;
+  const RANK = { error: 0, warn: 1, info: 2, debug: 3 } as const;
+  // winston's Console transport writes synchronously, so a wrapper sees the write happen inside it.
+  const write = around
+    ? (e: LogEvent): void => {
+        if (RANK[levelOf(e)] <= level) around(() => writeNow(e));
+      }
+    : writeNow;
   const log = ((e: LogEvent) => {
     opts.capture?.push(e);
     if (opts.hold?.()) {

@@ -24,6 +24,12 @@ export const METRIC_HELP: Record<string, [string, string]> = {
   ],
   quiesce_step_success: ['gauge', 'Outcome of each step of the last run: 1 succeeded, 0 failed.'],
   quiesce_backup_size_bytes: ['gauge', 'Bytes the files of the last snapshot or backup take on disk.'],
+  quiesce_verify_success: [
+    'gauge',
+    "Outcome of the last run's verify step per kind (command, fsck, boot): 1 passed, 0 failed.",
+  ],
+  quiesce_verify_duration_seconds: ['gauge', "Duration of the last run's verify step."],
+  quiesce_verify_boot_seconds: ['gauge', 'Verify by boot: QEMU started to the agent answering guest-ping.'],
 };
 
 const LEVEL = { application: 3, filesystem: 2, crash: 1, none: 0 } as const;
@@ -58,6 +64,12 @@ export function writeMetrics(path: string, report: RunReport): void {
     for (const s of g.steps) {
       add('quiesce_step_duration_seconds', { ...l, step: s.name }, s.durationMs / 1000);
       add('quiesce_step_success', { ...l, step: s.name }, s.ok ? 1 : 0);
+    }
+    if (g.verify) {
+      const v = { ...l, kind: g.verify.kind };
+      add('quiesce_verify_success', v, g.verify.ok ? 1 : 0);
+      add('quiesce_verify_duration_seconds', v, g.verify.durationMs / 1000);
+      if (g.verify.bootMs !== undefined) add('quiesce_verify_boot_seconds', v, g.verify.bootMs / 1000);
     }
     const bytes = allocatedBytes(g.snapshotFiles);
     if (bytes !== undefined) add('quiesce_backup_size_bytes', l, bytes);

@@ -17,6 +17,26 @@ export interface ManifestDisk {
   readonly bytesWritten: number;
 }
 
+/** One check of a verify run, as the manifest records it. */
+export interface VerifiedCheck {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly detail?: string;
+}
+
+/** A verify step's verdict on a backup (manifests from before fsck/boot carry ok, at and how only). */
+export interface Verified {
+  readonly ok: boolean;
+  /** ISO time the verify started. */
+  readonly at: string;
+  /** The verify kind: fsck, boot, or a command. */
+  readonly how: string;
+  readonly checks?: readonly VerifiedCheck[];
+  readonly durationMs?: number;
+  /** Boot: QEMU started → the agent answered guest-ping. */
+  readonly bootMs?: number;
+}
+
 /**
  * One backup, as `REPO/GUEST/CHAIN/ID/manifest.json` records it. Written
  * atomically and last: images without a manifest, or with `complete: false`,
@@ -47,7 +67,7 @@ export interface Manifest {
   /** Why it did not complete. */
   readonly error?: string;
   /** Set by a verify step that passed or failed on this backup. */
-  readonly verified?: { readonly ok: boolean; readonly at: string; readonly how: string };
+  readonly verified?: Verified;
 }
 
 const ID = /^\d{8}T\d{6}Z-[0-9a-f]{4}$/;
@@ -101,5 +121,24 @@ export function validateManifest(v: unknown, file: string): Manifest {
     if (!Number.isSafeInteger(o['virtualSize']) || (o['virtualSize'] as number) <= 0) bad('disks[].virtualSize');
     if (!Number.isSafeInteger(o['bytesWritten']) || (o['bytesWritten'] as number) < 0) bad('disks[].bytesWritten');
   }
+  if (m['verified'] !== undefined) checkVerified(m['verified'], bad);
   return m as unknown as Manifest;
+}
+
+function checkVerified(v: unknown, bad: (field: string) => never): void {
+  if (typeof v !== 'object' || v === null) return bad('verified');
+  const o = v as Record<string, unknown>;
+  if (typeof o['ok'] !== 'boolean') bad('verified.ok');
+  if (typeof o['at'] !== 'string' || Number.isNaN(Date.parse(o['at']))) bad('verified.at');
+  if (typeof o['how'] !== 'string' || o['how'] === '') bad('verified.how');
+  for (const k of ['durationMs', 'bootMs'])
+    if (o[k] !== undefined && (typeof o[k] !== 'number' || !(o[k] >= 0))) bad(`verified.${k}`);
+  if (o['checks'] === undefined) return;
+  if (!Array.isArray(o['checks'])) bad('verified.checks');
+  for (const c of o['checks'] as unknown[]) {
+    const r = c as Record<string, unknown>;
+    if (typeof r !== 'object' || r === null || typeof r['name'] !== 'string' || typeof r['ok'] !== 'boolean')
+      bad('verified.checks[]');
+    if (r['detail'] !== undefined && typeof r['detail'] !== 'string') bad('verified.checks[].detail');
+  }
 }

@@ -178,7 +178,7 @@ async function postSteps(r: GuestRun, log: Log, signals: SignalGuard, stop: Abor
   const g = r.plan;
   const steps: [string, () => Promise<void>][] = [['snapshot-complete', () => r.completeSnapshot(stop)]];
   if (g.backup) steps.push(['backup', () => r.processStep('backup', g.backup!, stop)]);
-  if (g.verify) steps.push(['verify', () => r.processStep('verify', g.verify!, stop)]);
+  if (g.verify) steps.push(['verify', () => r.verify(g.verify!, stop)]);
   if (g.prune)
     steps.push([
       'prune',

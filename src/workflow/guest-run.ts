@@ -6,7 +6,8 @@ import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';
 import { runProcess } from '../process/run.js';
 import { snapshotProvider, type SnapshotProvider, type SnapshotTaken } from '../snapshot/index.js';
-import type { GuestPlan, PlannedProcess } from './plan.js';
+import { verifyBackup } from '../verify/index.js';
+import type { GuestPlan, PlannedProcess, PlannedVerify } from './plan.js';
 import type { GuestResult, RunError } from './results.js';
 import { preflight } from './preflight.js';
 import { thawAndProve } from './thaw.js';
@@ -118,6 +119,57 @@ export class GuestRun {
         throw new QuiesceError(r.cancelled ? 'INTERRUPTED' : 'STEP_FAILED', r.error ?? `${name} failed`, {
           guest: this.plan.name,
         });
+    });
+  }
+
+  /**
+   * The verify step: a command, or fsck/boot of the backup this run made
+   * (its manifest gets the verdict). A failed check fails the step; the
+   * outcome goes into the result either way.
+   */
+  async verify(v: PlannedVerify, signal: AbortSignal): Promise<void> {
+    const t0 = performance.now();
+    if (v.kind === 'command') {
+      try {
+        await this.processStep('verify', v, signal);
+        this.result.verify = { kind: 'command', ok: true, durationMs: Math.round(performance.now() - t0) };
+      } catch (err) {
+        if (!signal.aborted)
+          this.result.verify = { kind: 'command', ok: false, durationMs: Math.round(performance.now() - t0) };
+        throw err;
+      }
+      return;
+    }
+    await this.step('verify', async () => {
+      const b = this.result.backup;
+      if (!b)
+        throw new QuiesceError(
+          'STEP_FAILED',
+          `verify ${v.kind} needs a backup in a repository, and this run made none`,
+          {
+            guest: this.plan.name,
+          },
+        );
+      const r = await verifyBackup({ repository: b.repository, guest: this.plan.name, id: b.id }, v, {
+        log: this.log,
+        signal,
+      });
+      this.result.verify = {
+        kind: r.kind,
+        ok: r.ok,
+        durationMs: r.durationMs,
+        backup: r.id,
+        ...(r.bootMs !== undefined ? { bootMs: r.bootMs } : {}),
+        checks: r.checks,
+      };
+      if (!r.ok) {
+        const failed = r.checks.filter((c) => !c.ok);
+        throw new QuiesceError(
+          'STEP_FAILED',
+          `${v.kind} of backup ${r.id} failed: ${failed.map((c) => `${c.name}${c.detail ? ` (${c.detail})` : ''}`).join('; ')}`,
+          { guest: this.plan.name },
+        );
+      }
     });
   }
 

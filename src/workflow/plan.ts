@@ -3,7 +3,16 @@ import { QuiesceError } from '../errors.js';
 import { describeConnector, type ConnectorSpec } from '../config/connector.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { fillArgv, fillPlaceholders, timeValues, type PlaceholderValues } from '../config/placeholders.js';
-import type { FailurePolicy, PruneConfig, ResolvedConfig, ResolvedGuest, Timeouts } from '../config/types.js';
+import type {
+  BootVerifyConfig,
+  FailurePolicy,
+  FsckVerifyConfig,
+  PruneConfig,
+  ResolvedConfig,
+  ResolvedGuest,
+  Timeouts,
+  VerifyConfig,
+} from '../config/types.js';
 import { planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
 import { describePrune, type PlannedPrune } from './prune.js';
 
@@ -12,6 +21,12 @@ export interface PlannedProcess {
   readonly argv: readonly string[];
   readonly timeoutMs: number;
 }
+
+/**
+ * The verify step as planned: a command (argv resolved), or fsck/boot of the
+ * backup this run makes (the repository and id are known once it is taken).
+ */
+export type PlannedVerify = (PlannedProcess & { readonly kind: 'command' }) | FsckVerifyConfig | BootVerifyConfig;
 
 /** Everything run() will do for one guest. */
 export interface GuestPlan {
@@ -26,7 +41,7 @@ export interface GuestPlan {
   /** Runs inside the frozen window; its timeout never exceeds the budget. */
   readonly snapshot: PlannedSnapshot;
   readonly backup: PlannedProcess | undefined;
-  readonly verify: PlannedProcess | undefined;
+  readonly verify: PlannedVerify | undefined;
   readonly prune: PlannedPrune | undefined;
   readonly postHooks: readonly PlannedProcess[];
 }
@@ -113,10 +128,36 @@ function planGuest(g: ResolvedGuest, values: PlaceholderValues, budgetMs: number
     preHooks: g.hooks.pre.map((h) => cmd(h, g.timeouts.commandMs * DEFAULTS.hookTimeoutFactor)),
     snapshot,
     backup: g.backup ? cmd(g.backup.argv, g.backup.timeoutMs) : undefined,
-    verify: g.verify ? cmd(g.verify.argv, g.verify.timeoutMs) : undefined,
+    verify: g.verify ? planVerify(g.verify, cmd) : undefined,
     prune: g.prune ? planPrune(g.name, g.prune, snapshot, values) : undefined,
     postHooks: g.hooks.post.map((h) => cmd(h, g.timeouts.commandMs * DEFAULTS.hookTimeoutFactor)),
   };
+}
+
+function planVerify(
+  v: VerifyConfig,
+  cmd: (argv: readonly string[], timeoutMs: number) => PlannedProcess,
+): PlannedVerify {
+  return v.kind === 'command' ? { kind: 'command', ...cmd(v.argv, v.timeoutMs) } : v;
+}
+
+/** What `quiesce plan` says of a verify step. */
+function describeVerify(v: PlannedVerify, argv: (a: readonly string[]) => string, ms: (n: number) => string): string {
+  switch (v.kind) {
+    case 'command':
+      return `verify: ${argv(v.argv)} (timeout ${ms(v.timeoutMs)})`;
+    case 'fsck':
+      return `verify (fsck): each filesystem of this run's backup checked read-only through a temporary overlay (timeout ${ms(v.timeoutMs)})`;
+    case 'boot': {
+      const c = v.checks;
+      const checks = [
+        ...c.mountpoints.map((m) => `mountpoint ${m}`),
+        ...c.files.map((f) => `sha256 of ${f.path}`),
+        ...c.commands.map((a) => `${argv(a)} exits 0`),
+      ];
+      return `verify (boot): this run's backup booted in a throwaway QEMU (${v.kernel}, ${v.memoryMiB} MiB, ${v.cpus} CPU${v.cpus === 1 ? '' : 's'}, no network) until its agent answers${checks.length ? `; then ${checks.join(', ')}` : ''} (timeout ${ms(v.timeoutMs)})`;
+    }
+  }
 }
 
 /** Retention over the guest's repository (its dir as the snapshot has it for this run), or over its backup files. */
@@ -162,7 +203,7 @@ export function formatPlan(p: Plan): string {
       line(`thaw (timeout ${ms(g.timeouts.thawMs)}, retried), prove: status thawed and thaw count = freeze count`);
       if (around.afterThaw) line(around.afterThaw);
       if (g.backup) line(`backup: ${argv(g.backup.argv)} (timeout ${ms(g.backup.timeoutMs)})`);
-      if (g.verify) line(`verify: ${argv(g.verify.argv)} (timeout ${ms(g.verify.timeoutMs)})`);
+      if (g.verify) line(describeVerify(g.verify, argv, ms));
       if (g.prune) line(describePrune(g.prune));
       for (const h of g.postHooks) line(`post-hook: ${argv(h.argv)} (timeout ${ms(h.timeoutMs)})`);
     }

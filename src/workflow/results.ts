@@ -1,5 +1,6 @@
 import type { ErrorCode } from '../errors.js';
 import type { BackupRecord } from '../snapshot/index.js';
+import type { VerifyCheck } from '../verify/index.js';
 
 /** A failure as results carry it: a stable code (the exit code comes from codes), a message, where it happened. */
 export interface RunError {
@@ -18,6 +19,18 @@ export interface StepResult {
   readonly startedAt: string;
   readonly durationMs: number;
   readonly error?: string;
+}
+
+/** What the verify step found: a command's exit, or fsck/boot of this run's backup with each check. */
+export interface VerifyOutcome {
+  readonly kind: 'command' | 'fsck' | 'boot';
+  readonly ok: boolean;
+  readonly durationMs: number;
+  /** fsck/boot: the backup verified (its id; the verdict is in its manifest too). */
+  readonly backup?: string;
+  /** boot: QEMU started → the agent answered guest-ping. */
+  readonly bootMs?: number;
+  readonly checks?: readonly VerifyCheck[];
 }
 
 export interface GuestResult {
@@ -41,6 +54,8 @@ export interface GuestResult {
   snapshotFiles?: string[];
   /** A backup into a repository: its id, level and why, and its size once complete. */
   backup?: BackupRecord;
+  /** The verify step's outcome, when it ran. */
+  verify?: VerifyOutcome;
   steps: StepResult[];
   errors: RunError[];
 }

@@ -136,3 +136,22 @@ export async function makeBackup(repo: string, guest: string, spec: BackupSpec):
 export async function writeManifest(dir: string, manifest: Manifest): Promise<void> {
   await writeFile(join(dir, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
 }
+
+/** A raw image file of `mb` MiB with an ext4 filesystem holding `files` (name → content), made with mkfs.ext4 -d. */
+export async function ext4Image(path: string, mb: number, files: Record<string, string>): Promise<void> {
+  const src = await mkdtemp(join(tmpdir(), 'ext4-src-'));
+  try {
+    for (const [name, content] of Object.entries(files)) await writeFile(join(src, name), content);
+    await run('truncate', ['-s', `${mb}M`, path]);
+    await run('mkfs.ext4', ['-F', '-q', '-d', src, path]);
+  } finally {
+    await rm(src, { recursive: true, force: true });
+  }
+}
+
+/** Replaces a backup's image of `disk` with `raw` converted to qcow2 (the same virtual size: a full made empty, then filled). */
+export async function fillImage(b: MadeBackup, raw: string, disk = 'vda'): Promise<void> {
+  const image = join(b.dir, imageName(disk));
+  await rm(image);
+  await run('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, image]);
+}

@@ -13,12 +13,13 @@ import { join } from 'node:path';
 // test/agent/config/cli.test.ts, test/agent/transport/*: the built agent bundle or addon, qemu-ga
 // test/agent/freeze/backend.test.ts: the bundle's addon on a loop mount (root)
 // test/agent/differential/, test/agent/fuzz/differential-fuzz.test.ts: qemu-ga side by side
-// test/host/cli/*: the built CLI, qemu-ga, loop mounts (root)
+// test/host/cli/* but progress.test.ts: the built CLI, qemu-ga, loop mounts (root), QEMU
 // test/host/guest/{libvirt,local,stream-client}.test.ts, test/host/libvirt/{guest,libvirtd}.test.ts:
 //   libvirtd and a VM, the agent bundle, real agents
 // test/host/snapshot/qmp-provider.test.ts, qmp-chain.test.ts: a real QEMU (its scripted-QMP half is unit-sized)
 // test/host/repository/restore.test.ts, test/host/cli/backups.test.ts: real qemu-img/qemu-io chains
 // test/host/workflow/engine-faults.test.ts: real agents on loop mounts (root)
+// test/host/verify/fsck.test.ts: real qemu-img/qemu-io chains, e2fsck
 export const UNIT_TESTS = [
   'test/agent/agent.test.ts',
   'test/agent/commands/system.test.ts',
@@ -40,6 +41,7 @@ export const UNIT_TESTS = [
   'test/agent/serial-queue.test.ts',
   'test/agent/session.test.ts',
   'test/agent/system/',
+  'test/host/cli/progress.test.ts',
   'test/host/config/',
   'test/host/guest/capabilities.test.ts',
   'test/host/guest/lock.test.ts',
@@ -48,6 +50,7 @@ export const UNIT_TESTS = [
   'test/host/libvirt/packet.test.ts',
   'test/host/libvirt/remote.test.ts',
   'test/host/libvirt/xdr.test.ts',
+  'test/host/log/',
   'test/host/process/',
   'test/host/qmp/',
   'test/host/report/',
@@ -56,6 +59,8 @@ export const UNIT_TESTS = [
   'test/host/repository/prune.test.ts',
   'test/host/repository/retention.test.ts',
   'test/host/snapshot/qmp/',
+  'test/host/verify/checks.test.ts',
+  'test/host/verify/config.test.ts',
   'test/host/workflow/emergency.test.ts',
   'test/host/workflow/executor.test.ts',
   'test/host/workflow/exit-code.test.ts',

@@ -1,5 +1,6 @@
 // Imports in src/ go one way (docs: architecture): cli → workflow → {guest, snapshot, process, qmp,
-// libvirt} → config/log/errors; snapshot → repository (backup chains) → process; report reads workflow's results and nothing imports it back.
+// libvirt} → config/log/errors; snapshot → repository (backup chains) → process; workflow and cli →
+// verify (restore-point checks) → repository and guest; report reads workflow's results and nothing imports it back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -10,9 +11,23 @@ const SRC = fileURLToPath(new URL('../../src/', import.meta.url));
 
 /** What each folder of src/ may import besides itself. Top-level files (errors, version, bin) are leaves. */
 const MAY_IMPORT: Record<string, readonly string[]> = {
-  cli: ['workflow', 'report', 'guest', 'snapshot', 'repository', 'process', 'qmp', 'libvirt', 'config', 'log', '.'],
+  cli: [
+    'workflow',
+    'report',
+    'verify',
+    'guest',
+    'snapshot',
+    'repository',
+    'process',
+    'qmp',
+    'libvirt',
+    'config',
+    'log',
+    '.',
+  ],
   report: ['workflow', 'config', 'log', '.'],
-  workflow: ['guest', 'snapshot', 'repository', 'process', 'qmp', 'libvirt', 'config', 'log', '.'],
+  workflow: ['verify', 'guest', 'snapshot', 'repository', 'process', 'qmp', 'libvirt', 'config', 'log', '.'],
+  verify: ['repository', 'guest', 'process', 'config', 'log', '.'],
   snapshot: ['repository', 'qmp', 'libvirt', 'process', 'config', 'log', '.'],
   repository: ['process', 'config', 'log', '.'],
   guest: ['libvirt', 'process', 'config', 'log', '.'],

@@ -7,6 +7,27 @@ import type { QmpClient } from '../../qmp/client.js';
 const GROUP_SETTLE_MS = 5000;
 /** How long cancel() waits for cancelled jobs to end. */
 const CANCEL_WAIT_MS = 10_000;
+/** How often wait() asks QEMU how far the copies are, when someone listens. */
+const PROGRESS_POLL_MS = 1000;
+
+/** How far the copies are: bytes, summed over the disks. */
+export interface JobsProgress {
+  readonly done: number;
+  readonly total: number;
+}
+
+export interface BlockJobsOptions {
+  readonly guest?: string;
+  readonly settleMs?: number;
+  readonly cancelWaitMs?: number;
+  /**
+   * Told how far the copies are while wait() waits (query-jobs every
+   * `progressPollMs`). wait() runs after the thaw only: nothing polls inside
+   * the frozen window.
+   */
+  readonly onProgress?: (p: JobsProgress) => void;
+  readonly progressPollMs?: number;
+}
 
 /** One block job copying one disk. */
 export interface WatchedJob {
@@ -41,15 +62,21 @@ export class BlockJobs {
   private readonly opt: { guest?: string };
   private readonly settleMs: number;
   private readonly cancelWaitMs: number;
+  private readonly onProgress: ((p: JobsProgress) => void) | undefined;
+  private readonly progressPollMs: number;
+  /** Each job's last known figures (a job query-jobs no longer lists keeps them). */
+  private readonly progress = new Map<string, { current: number; total: number }>();
 
   constructor(
     private readonly qmp: JobMonitor,
     private readonly jobs: readonly WatchedJob[],
-    o: { readonly guest?: string; readonly settleMs?: number; readonly cancelWaitMs?: number } = {},
+    o: BlockJobsOptions = {},
   ) {
     this.opt = o.guest !== undefined ? { guest: o.guest } : {};
     this.settleMs = o.settleMs ?? GROUP_SETTLE_MS;
     this.cancelWaitMs = o.cancelWaitMs ?? CANCEL_WAIT_MS;
+    this.onProgress = o.onProgress;
+    this.progressPollMs = o.progressPollMs ?? PROGRESS_POLL_MS;
     this.unsubscribe = qmp.onEvent((e) => {
       const id = e.data['device'];
       if (typeof id !== 'string' || !this.jobs.some((j) => j.id === id)) return;
@@ -80,7 +107,9 @@ export class BlockJobs {
     const opt = this.opt;
     return new Promise<void>((resolve, reject) => {
       let settle: NodeJS.Timeout | undefined;
+      const polling = new AbortController();
       const finish = (err?: Error): void => {
+        polling.abort();
         clearTimeout(timer);
         clearTimeout(settle);
         this.waiters.delete(check);
@@ -116,7 +145,38 @@ export class BlockJobs {
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waiters.add(check);
       check();
+      if (this.onProgress && !this.allEnded) void this.pollProgress(this.onProgress, polling.signal);
     });
+  }
+
+  /**
+   * Until `stop` aborts: query-jobs now and every progressPollMs, and the
+   * sum of our jobs' current-progress and total-progress to `report`. A
+   * failed query skips one report; the wait itself decides the outcome.
+   */
+  private async pollProgress(report: (p: JobsProgress) => void, stop: AbortSignal): Promise<void> {
+    while (!stop.aborted) {
+      const listed = await this.qmp
+        .execute<{ id: string; 'current-progress'?: number; 'total-progress'?: number }[]>('query-jobs')
+        .catch(() => undefined);
+      if (stop.aborted) return;
+      if (listed) {
+        for (const l of listed) {
+          if (!this.jobs.some((j) => j.id === l.id)) continue;
+          const current = l['current-progress'];
+          const total = l['total-progress'];
+          if (typeof current === 'number' && typeof total === 'number') this.progress.set(l.id, { current, total });
+        }
+        let done = 0;
+        let total = 0;
+        for (const p of this.progress.values()) {
+          done += p.current;
+          total += p.total;
+        }
+        if (this.progress.size > 0) report({ done, total });
+      }
+      await sleep(this.progressPollMs, undefined, { signal: stop, ref: false }).catch(() => undefined);
+    }
   }
 
   /** Everything that went wrong so far, as one error; undefined while nothing has. */

@@ -42,6 +42,11 @@ export async function startBareQemu(
     dataFormat?: 'raw' | 'qcow2';
     /** The data image to use (made if missing) and keep after stop(): a restarted QEMU finds it as it was left. */
     dataImage?: string;
+    /**
+     * Reads of the data disk limited to this many bytes per second: a throttle filter node
+     * (`throttle0`) between the format node and the device, so that a copy takes its time.
+     */
+    readBytesPerSec?: number;
   } = {},
 ): Promise<BareQemu> {
   const dir = mkdtempSync(join(tmpdir(), 'quiesce-bareqemu-'));
@@ -101,7 +106,13 @@ export async function startBareQemu(
         '-S', '-accel', 'tcg', '-m', '64', '-nodefaults', '-display', 'none',
         '-blockdev', `driver=file,filename=${dataImage},node-name=${DATA_FILE_NODE}`,
         '-blockdev', `driver=${format},file=${DATA_FILE_NODE},node-name=${DATA_NODE}`,
-        '-device', `virtio-blk-pci,drive=${DATA_NODE},id=${DATA_DEVICE}`,
+        ...(opts.readBytesPerSec
+          ? [
+              '-object', `throttle-group,id=tg0,x-bps-read=${opts.readBytesPerSec}`,
+              '-blockdev', `driver=throttle,throttle-group=tg0,file=${DATA_NODE},node-name=throttle0`,
+              '-device', `virtio-blk-pci,drive=throttle0,id=${DATA_DEVICE}`,
+            ]
+          : ['-device', `virtio-blk-pci,drive=${DATA_NODE},id=${DATA_DEVICE}`]),
         ...extra,
         '-qmp', `unix:${qmpSocket},server=on,wait=off`,
         '-qmp', `unix:${qmpSocket2},server=on,wait=off`,

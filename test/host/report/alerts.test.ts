@@ -120,6 +120,7 @@ function guest(name: string, over: Partial<GuestResult> = {}, without: (keyof Gu
     steps: ['connect', 'preflight', 'freeze', 'snapshot', 'thaw', 'prove-thaw', 'backup', 'verify', 'prune'].map(
       (step, i) => ({ name: step, ok: true, startedAt: at, durationMs: 10 * (i + 1) }),
     ),
+    verify: { kind: 'boot', ok: true, durationMs: 21_500, bootMs: 7_250, backup: '20261125T023000Z-00a1' },
     errors: [],
     // A file that exists, for the allocated-bytes metric.
     snapshotFiles: [RULES],
@@ -159,6 +160,7 @@ describe('metrics textfile (src/report/metrics.ts) against promtool check metric
       guest('db01', {
         ok: false,
         steps: [{ name: 'verify', ok: false, startedAt: '2026-11-26T02:30:00.000Z', durationMs: 5, error: 'exit 1' }],
+        verify: { kind: 'command', ok: false, durationMs: 5 },
         errors: [{ code: 'STEP_FAILED', message: 'verify: exit 1', step: 'verify' }],
       }),
       guest('app01', { consistency: 'crash' }, ['thawProven', 'frozenWindowMs']),

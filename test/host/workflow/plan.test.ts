@@ -94,7 +94,7 @@ describe('plan()', () => {
         [['post', RUN]],
       );
       assert.deepEqual(g.backup?.argv, ['backup', `/b/${name}/${RUN}`]);
-      assert.deepEqual(g.verify?.argv, ['verify', name]);
+      assert.deepEqual(g.verify, { kind: 'command', argv: ['verify', name], timeoutMs: DEFAULTS.stepMs });
       assert.equal(g.prune?.match, `${name}-*`);
       assert.equal(g.prune?.dir, '/b');
       assert.equal(g.prune?.keepLast, 3);

@@ -209,3 +209,57 @@ describe('block jobs: cancelling', () => {
     assert.deepEqual(warnings, [`could not dismiss job ${JOBS[0]!.id}: Job is not concluded`]);
   });
 });
+
+describe('block jobs: progress while waiting', () => {
+  test('polls query-jobs during the wait and reports our jobs summed; not before the wait, not after it', async () => {
+    let listed = [
+      { id: JOBS[0]!.id, status: 'running', 'current-progress': 100, 'total-progress': 1000 },
+      { id: JOBS[1]!.id, status: 'running', 'current-progress': 50, 'total-progress': 500 },
+      { id: 'someone-else', status: 'running', 'current-progress': 7, 'total-progress': 9 },
+    ];
+    const m = new FakeMonitor((c) => (c === 'query-jobs' ? listed : {}));
+    const seen: { done: number; total: number }[] = [];
+    const jobs = new BlockJobs(m, JOBS, { onProgress: (p) => seen.push(p), progressPollMs: 20 });
+    assert.equal(m.named('query-jobs').length, 0, 'nothing polls before wait()');
+    const waiting = jobs.wait(5000);
+    await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(seen[0], { done: 150, total: 1500 });
+    // vdb is no longer listed: its last figures still count.
+    listed = [{ id: JOBS[0]!.id, status: 'running', 'current-progress': 900, 'total-progress': 1000 }];
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(seen.at(-1), { done: 950, total: 1500 });
+    done(m, JOBS[0]!.id);
+    done(m, JOBS[1]!.id);
+    await waiting;
+    const polls = m.named('query-jobs').length;
+    await new Promise((r) => setTimeout(r, 60));
+    assert.equal(m.named('query-jobs').length, polls, 'no poll after the wait ended');
+  });
+
+  test('a failing query-jobs skips a report and does not end the wait; no listener, no polling', async () => {
+    let fail = true;
+    const m = new FakeMonitor((c) => {
+      if (c !== 'query-jobs') return {};
+      if (fail) throw new Error('busy');
+      return [{ id: JOBS[0]!.id, 'current-progress': 1, 'total-progress': 2 }];
+    });
+    const seen: unknown[] = [];
+    const jobs = new BlockJobs(m, JOBS.slice(0, 1), { onProgress: (p) => seen.push(p), progressPollMs: 10 });
+    const waiting = jobs.wait(5000);
+    await new Promise((r) => setTimeout(r, 25));
+    assert.equal(seen.length, 0);
+    fail = false;
+    await new Promise((r) => setTimeout(r, 30));
+    assert.deepEqual(seen.at(-1), { done: 1, total: 2 });
+    done(m, JOBS[0]!.id);
+    await waiting;
+
+    const quiet = new FakeMonitor();
+    const plain = new BlockJobs(quiet, JOBS.slice(0, 1), { progressPollMs: 1 });
+    const w = plain.wait(5000);
+    await new Promise((r) => setTimeout(r, 10));
+    done(quiet, JOBS[0]!.id);
+    await w;
+    assert.equal(quiet.named('query-jobs').length, 0);
+  });
+});

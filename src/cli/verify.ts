@@ -1,0 +1,75 @@
+import type { ResolvedConfig } from '../config/types.js';
+import { DEFAULTS } from '../config/defaults.js';
+import { QuiesceError } from '../errors.js';
+import { findPoint, readCatalog } from '../repository/catalog.js';
+import { formatVerify, verifyAndRecord, type VerifySpec } from '../verify/index.js';
+import { EXIT } from '../workflow/exit-code.js';
+import { givenRepository, resolveRepository, type RepositoryChoice } from './backups.js';
+import type { CliContext } from './context.js';
+
+export interface VerifyCliOptions extends RepositoryChoice {
+  readonly at?: string | undefined;
+  readonly kind?: string | undefined;
+}
+
+const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+
+/**
+ * What to verify with: --kind, or the guest's configured kind. fsck runs
+ * without a config (with --repository); boot needs the guest's boot settings.
+ */
+export function verifySpec(config: ResolvedConfig | undefined, guest: string, kind: string | undefined): VerifySpec {
+  if (kind !== undefined && kind !== 'fsck' && kind !== 'boot')
+    throw new QuiesceError('CONFIG', `--kind ${JSON.stringify(kind)}: give fsck or boot`);
+  const v = config?.guests.get(guest)?.verify;
+  if (kind === 'fsck' || (kind === undefined && v?.kind === 'fsck'))
+    return { kind: 'fsck', timeoutMs: v?.kind === 'fsck' ? v.timeoutMs : DEFAULTS.stepMs };
+  const where = `${config?.source ?? 'the config'}: guests.${guest}.verify`;
+  if (v?.kind === 'boot') return v;
+  if (kind === 'boot')
+    throw new QuiesceError(
+      'CONFIG',
+      `--kind boot needs the boot settings in ${where} (kind: boot, kernel, initrd, checks); ${v ? `it is kind ${v.kind}` : 'there is none'}`,
+    );
+  throw new QuiesceError(
+    'CONFIG',
+    `${where} is ${v ? 'a command (it runs in quiesce run)' : 'not set'}: pass --kind fsck, or configure kind fsck or boot`,
+  );
+}
+
+/**
+ * `quiesce verify GUEST`: fsck or boot of a restore point (the newest, or
+ * --at), each check printed, the verdict written into its manifest. Exit 0
+ * when it passes, 3 when it fails; a signal stops QEMU or the checker,
+ * removes the temporary files and exits 128+n.
+ */
+export async function verifyGuest(ctx: CliContext, guest: string, o: VerifyCliOptions): Promise<number> {
+  const config = o.repository !== undefined && o.kind === 'fsck' ? undefined : await ctx.loadConfig();
+  const spec = verifySpec(config, guest, o.kind);
+  const repo =
+    o.repository !== undefined ? await givenRepository(o.repository) : resolveRepository(config!, guest, o.job);
+  const point = findPoint(await readCatalog(repo, guest), o.at);
+  const controller = new AbortController();
+  let received: keyof typeof SIGNALS | undefined;
+  const handlers = (Object.keys(SIGNALS) as (keyof typeof SIGNALS)[]).map((sig) => {
+    const h = (): void => {
+      received ??= sig;
+      controller.abort(
+        new QuiesceError('INTERRUPTED', `received ${sig}: stopped; removed the verify's temporary files`),
+      );
+    };
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  try {
+    const result = await verifyAndRecord(point, spec, { log: ctx.log, signal: controller.signal });
+    ctx.print(result, formatVerify(result));
+    return result.ok ? EXIT.OK : EXIT.FAILED;
+  } catch (err) {
+    if (received === undefined) throw err;
+    process.stderr.write(`quiesce: ${(err as Error).message}\n`);
+    return 128 + SIGNALS[received];
+  } finally {
+    for (const [sig, h] of handlers) process.off(sig, h);
+  }
+}
