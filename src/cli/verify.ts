@@ -21,6 +21,11 @@ const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
 export function verifySpec(config: ResolvedConfig | undefined, guest: string, kind: string | undefined): VerifySpec {
   if (kind !== undefined && kind !== 'fsck' && kind !== 'boot')
     throw new QuiesceError('CONFIG', `--kind ${JSON.stringify(kind)}: give fsck or boot`);
+  if (config && !config.guests.has(guest))
+    throw new QuiesceError(
+      'CONFIG',
+      `${config.source}: no guest named '${guest}' (guests: ${[...config.guests.keys()].join(', ') || 'none'})`,
+    );
   const v = config?.guests.get(guest)?.verify;
   if (kind === 'fsck' || (kind === undefined && v?.kind === 'fsck'))
     return { kind: 'fsck', timeoutMs: v?.kind === 'fsck' ? v.timeoutMs : DEFAULTS.stepMs };

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { link, lstat, mkdir, open, rmdir, stat, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { QuiesceError } from '../errors.js';
 import type { Log } from '../log/logger.js';
@@ -9,6 +9,7 @@ import { runProcess } from '../process/run.js';
 import type { RestorePoint } from './catalog.js';
 import type { ManifestDisk, Verified } from './manifest.js';
 import { lockRepository } from './lock.js';
+import { fsyncPath } from './store.js';
 
 /** What a restored disk image is written as. */
 export type RestoreFormat = 'raw' | 'qcow2';
@@ -324,15 +325,6 @@ function interrupted(signal: AbortSignal, to: string): QuiesceError {
   const reason: unknown = signal.reason;
   if (reason instanceof QuiesceError) return reason;
   return new QuiesceError('INTERRUPTED', `restore into ${to} interrupted; removed what it wrote`);
-}
-
-async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 async function describeRestored(p: Planned, format: RestoreFormat): Promise<RestoredDisk> {

@@ -4,7 +4,8 @@ import { QuiesceError } from '../errors.js';
 import { MANIFEST } from './layout.js';
 import type { Manifest } from './manifest.js';
 
-async function fsyncPath(path: string): Promise<void> {
+/** fsync of a file or a folder (opened read-only). */
+export async function fsyncPath(path: string): Promise<void> {
   const fh = await open(path, 'r');
   try {
     await fh.sync();

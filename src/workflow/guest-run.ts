@@ -153,6 +153,16 @@ export class GuestRun {
       const r = await verifyBackup({ repository: b.repository, guest: this.plan.name, id: b.id }, v, {
         log: this.log,
         signal,
+      }).catch((err: unknown) => {
+        // It could not even run (a checker missing, QEMU refused): that is a failed verify too, for the alert.
+        if (!signal.aborted)
+          this.result.verify = {
+            kind: v.kind,
+            ok: false,
+            durationMs: Math.round(performance.now() - t0),
+            backup: b.id,
+          };
+        throw err;
       });
       this.result.verify = {
         kind: r.kind,

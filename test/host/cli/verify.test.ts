@@ -124,4 +124,10 @@ describe('quiesce verify (CLI)', { skip: missing }, () => {
     assert.equal(boot.code, 2);
     assert.match(boot.stderr, /--kind boot needs the boot settings/);
   });
+
+  test('an unknown guest: exit 2 naming the guests there are', () => {
+    const r = quiesce(['-c', config, 'verify', 'nosuchguest', '--kind', 'fsck']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /no guest named 'nosuchguest' \(guests: .*db01/);
+  });
 });

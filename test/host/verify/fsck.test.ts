@@ -264,6 +264,11 @@ describe('verify fsck (src/verify/fsck.ts) on real chains', { skip: missing }, (
       none.run.verify(none.g.verify!, new AbortController().signal),
       /needs a backup in a repository/,
     );
+    // A verify that cannot even run (here: the backup is not in the repository) is a failed verify too.
+    const gone = runWith(GUEST, '20200101T000000Z-dead');
+    await assert.rejects(gone.run.verify(gone.g.verify!, new AbortController().signal), /20200101T000000Z-dead/);
+    assert.equal(gone.run.result.verify?.kind, 'fsck');
+    assert.equal(gone.run.result.verify?.ok, false);
     const cmd = runWith(GUEST, undefined, { argv: ['false'] });
     await assert.rejects(cmd.run.verify(cmd.g.verify!, new AbortController().signal));
     assert.equal(cmd.run.result.verify?.kind, 'command');
