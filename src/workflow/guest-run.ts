@@ -5,6 +5,7 @@ import { acquireGuestLock, type HeldLock } from '../guest/lock.js';
 import type { GuestAgent } from '../guest/types.js';
 import type { Log } from '../log/logger.js';
 import { runProcess } from '../process/run.js';
+import { backupDir } from '../repository/layout.js';
 import { snapshotProvider, type SnapshotProvider, type SnapshotTaken } from '../snapshot/index.js';
 import { verifyBackup } from '../verify/index.js';
 import type { GuestPlan, PlannedProcess, PlannedVerify } from './plan.js';
@@ -108,11 +109,13 @@ export class GuestRun {
   /** A step that runs a process outside the frozen window (hooks, backup, verify); a non-zero exit fails it. */
   async processStep(name: string, c: PlannedProcess, signal?: AbortSignal): Promise<void> {
     await this.step(name, async () => {
+      const env = this.snapshotEnv();
       const r = await runProcess(c.argv, {
         timeoutMs: c.timeoutMs,
         guest: this.plan.name,
         step: name,
         log: this.log,
+        ...(env ? { env } : {}),
         ...(signal ? { signal } : {}),
       });
       if (!r.ok)
@@ -181,6 +184,29 @@ export class GuestRun {
         );
       }
     });
+  }
+
+  /**
+   * What a step after the snapshot learns of it, in its environment: the
+   * files it wrote (QUIESCE_SNAPSHOT_FILES, one per line) and, for a backup
+   * into a repository, QUIESCE_BACKUP_ID, _LEVEL and _DIR (its folder).
+   * Undefined before the snapshot (hooks before the freeze get ours as is).
+   */
+  private snapshotEnv(): NodeJS.ProcessEnv | undefined {
+    const files = this.result.snapshotFiles;
+    const b = this.result.backup;
+    if (!files && !b) return undefined;
+    return {
+      ...process.env,
+      ...(files ? { QUIESCE_SNAPSHOT_FILES: files.join('\n') } : {}),
+      ...(b
+        ? {
+            QUIESCE_BACKUP_ID: b.id,
+            QUIESCE_BACKUP_LEVEL: b.level,
+            QUIESCE_BACKUP_DIR: backupDir(b.repository, this.plan.name, b.chain, b.id),
+          }
+        : {}),
+    };
   }
 
   /** Takes the snapshot through the guest's provider; what it leaves running is completed after the thaw. */

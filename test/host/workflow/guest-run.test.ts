@@ -2,6 +2,7 @@
 // freeze counts, the watchdog, the thaw's proof, the channel lock. No socket, no root.
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { QuiesceError, type ErrorCode } from '../../../src/errors.js';
 import { WATCHDOG_GET_RECORD, WATCHDOG_SET_LIMIT } from '../../../src/guest/capabilities.js';
 import { captureLogger } from '../../../src/log/logger.js';
@@ -432,5 +433,36 @@ describe('thawAndProve', () => {
       ['THAW_UNPROVEN'],
     );
     assert.match(run.result.errors[0]!.message, /not connected to the agent/);
+  });
+});
+
+describe('what a step after the snapshot learns of it', () => {
+  test('its files, and a repository backup’s id, level and folder, in the environment; nothing before it', async (t) => {
+    const { run } = rig(t);
+    const out = scratch.path(`env-${++n}`);
+    const dump = {
+      argv: [
+        'sh',
+        '-c',
+        `printf '%s|%s|%s|%s' "$QUIESCE_BACKUP_ID" "$QUIESCE_BACKUP_LEVEL" "$QUIESCE_BACKUP_DIR" "$QUIESCE_SNAPSHOT_FILES" > ${out}`,
+      ],
+      timeoutMs: 10_000,
+    };
+    await run.processStep('pre-hook 1', dump);
+    assert.equal(readFileSync(out, 'utf8'), '|||');
+    run.result.snapshotFiles = ['/r/vm/C/I/vda.qcow2', '/r/vm/C/I/vdb.qcow2'];
+    run.result.backup = {
+      repository: '/r',
+      id: '20261207T000000Z-0001',
+      chain: '20261201T000000Z-0000',
+      level: 'incremental',
+      parent: '20261201T000000Z-0000',
+      reason: 'test',
+    };
+    await run.processStep('backup', dump);
+    assert.equal(
+      readFileSync(out, 'utf8'),
+      '20261207T000000Z-0001|incremental|/r/g/20261201T000000Z-0000/20261207T000000Z-0001|/r/vm/C/I/vda.qcow2\n/r/vm/C/I/vdb.qcow2',
+    );
   });
 });
