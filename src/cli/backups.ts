@@ -1,7 +1,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { fillPlaceholders, usesPlaceholder } from '../config/placeholders.js';
-import type { ResolvedConfig } from '../config/types.js';
+import { snapshotRepository, type ResolvedConfig } from '../config/types.js';
 import { QuiesceError } from '../errors.js';
 import { findPoint, readCatalog } from '../repository/catalog.js';
 import { backupRows, formatBytes, type BackupRow } from '../repository/list.js';
@@ -29,7 +29,7 @@ export function resolveRepository(config: ResolvedConfig, guest: string, job?: s
       `${config.source}: no guest named '${guest}' (guests: ${[...config.guests.keys()].join(', ') || 'none'})`,
     );
   const s = g.snapshot;
-  const repo = s.provider === 'qmp' ? s.repository : undefined;
+  const repo = snapshotRepository(s);
   if (!repo)
     throw new QuiesceError(
       'CONFIG',
@@ -59,9 +59,7 @@ export function resolveRepository(config: ResolvedConfig, guest: string, job?: s
 
 /** Guests with a repository, in config order. */
 function guestsWithRepository(config: ResolvedConfig): string[] {
-  return [...config.guests.values()]
-    .filter((g) => g.snapshot.provider === 'qmp' && g.snapshot.repository !== undefined)
-    .map((g) => g.name);
+  return [...config.guests.values()].filter((g) => snapshotRepository(g.snapshot) !== undefined).map((g) => g.name);
 }
 
 /** The guests a repository folder holds (its guest folders), for an error that asks for one. */
@@ -119,7 +117,7 @@ async function targets(
   if (names.length === 0)
     throw new QuiesceError(
       'CONFIG',
-      `${config.source}: no guest${o.job !== undefined ? ` of job '${o.job}'` : ''} has a repository (snapshot provider qmp with repository)`,
+      `${config.source}: no guest${o.job !== undefined ? ` of job '${o.job}'` : ''} has a repository (snapshot provider qmp or libvirt with repository)`,
     );
   return names.map((g) => ({ guest: g, repo: resolveRepository(config, g, o.job) }));
 }

@@ -9,7 +9,7 @@ import { pickJob, type CliContext } from './context.js';
 import { formatPrune, prune, type PruneResult } from '../workflow/prune.js';
 import { formatReport } from './summary.js';
 import { exitCodeFor } from '../workflow/exit-code.js';
-import { previewLevel, type LevelPreview } from '../snapshot/index.js';
+import { previewLevel, previewLibvirtLevel, type LevelPreview } from '../snapshot/index.js';
 import type { RunReport } from '../workflow/results.js';
 
 export interface RunOptions {
@@ -103,6 +103,8 @@ export async function showPlan(ctx: CliContext, config: ResolvedConfig, jobArg: 
     const s = g.snapshot;
     if (s.provider === 'qmp' && s.repository)
       levels.push(await previewLevel({ ...s, repository: s.repository }, g.name));
+    if (s.provider === 'libvirt' && s.repository)
+      levels.push(await previewLibvirtLevel({ ...s, repository: s.repository }, g.name));
   }
   const text = levels.map((l) => `${l.guest}: next backup: ${l.level} — ${l.reason}\n`).join('');
   ctx.print(levels.length ? { ...p, levels } : p, `${formatPlan(p)}${text ? `\n${text}` : ''}`);

@@ -9,6 +9,7 @@ import { unknownPlaceholders, usesPlaceholder } from './placeholders.js';
 import { localFreezeProblems } from './frozen-paths.js';
 import type {
   PruneConfig,
+  RepositoryConfig,
   ResolvedConfig,
   ResolvedGuest,
   ResolvedJob,
@@ -307,8 +308,30 @@ function resolveSnapshot(
 ): SnapshotConfig {
   if (s.provider === 'command') return { provider: 'command', argv: s.argv, timeoutMs: s.timeout ?? stepMs };
   const mode = s.mode ?? 'backup';
-  if (s.provider === 'qmp' && (s.repository !== undefined || s.level !== undefined || s.fullEvery !== undefined))
-    return resolveRepositorySnapshot(s, where, stepMs, problems, mode);
+  if (s.repository !== undefined || s.level !== undefined || s.fullEvery !== undefined) {
+    const repository = resolveRepository(s, where, problems, mode);
+    if (s.provider === 'qmp')
+      return {
+        provider: 'qmp',
+        socket: s.socket,
+        mode: 'backup',
+        disks: s.disks ?? 'all',
+        target: undefined,
+        repository,
+        format: 'qcow2',
+        timeoutMs: s.timeout ?? stepMs,
+      };
+    return resolveLibvirtSnapshot(
+      { ...s, target: undefined, format: 'qcow2' },
+      where,
+      stepMs,
+      problems,
+      connector,
+      'backup',
+      s.disks ?? 'all',
+      repository,
+    );
+  }
   if (s.target === undefined) {
     problems.push(`${where}.target: required (a file per disk), or give a repository`);
     return { provider: 'command', argv: ['true'], timeoutMs: stepMs };
@@ -342,14 +365,13 @@ function resolveSnapshot(
 /** Placeholders a repository may use: it must name the same folder on every run. */
 const REPOSITORY_PLACEHOLDERS = ['guest', 'job', 'stateDir'];
 
-/** Provider qmp with a repository: backup mode, qcow2 chains; no target. */
-function resolveRepositorySnapshot(
-  s: Extract<ParsedGuest['snapshot'], { provider: 'qmp' }>,
+/** A repository (providers qmp and libvirt): backup mode, qcow2 chains; no target. */
+function resolveRepository(
+  s: Extract<ParsedGuest['snapshot'], { provider: 'qmp' | 'libvirt' }>,
   where: string,
-  stepMs: number,
   problems: string[],
   mode: 'backup' | 'snapshot',
-): SnapshotConfig {
+): RepositoryConfig {
   if (s.repository === undefined)
     problems.push(`${where}: level and fullEvery need a repository (they describe its chains)`);
   if (s.target !== undefined)
@@ -367,21 +389,12 @@ function resolveRepositorySnapshot(
     if (usesPlaceholder(dir, moving))
       problems.push(`${where}.repository: {${moving}} changes every run; a repository must stay where its chains are`);
   return {
-    provider: 'qmp',
-    socket: s.socket,
-    mode: 'backup',
-    disks: s.disks ?? 'all',
-    target: undefined,
-    repository: {
-      dir,
-      level,
-      fullEvery: {
-        ...(s.fullEvery?.backups !== undefined ? { backups: s.fullEvery.backups } : {}),
-        ...(s.fullEvery?.age !== undefined ? { ageMs: s.fullEvery.age } : {}),
-      },
+    dir,
+    level,
+    fullEvery: {
+      ...(s.fullEvery?.backups !== undefined ? { backups: s.fullEvery.backups } : {}),
+      ...(s.fullEvery?.age !== undefined ? { ageMs: s.fullEvery.age } : {}),
     },
-    format: 'qcow2',
-    timeoutMs: s.timeout ?? stepMs,
   };
 }
 
@@ -394,6 +407,7 @@ function resolveLibvirtSnapshot(
   connector: ConnectorSpec,
   mode: 'backup' | 'snapshot',
   disks: 'all' | readonly string[],
+  repository?: RepositoryConfig,
 ): SnapshotConfig {
   if (mode === 'backup' && s.commit !== undefined)
     problems.push(`${where}.commit: only for mode snapshot (a backup job leaves no overlay to merge)`);
@@ -419,6 +433,7 @@ function resolveLibvirtSnapshot(
     mode,
     disks,
     target: s.target,
+    ...(repository ? { repository } : {}),
     format: s.format ?? (mode === 'snapshot' ? 'qcow2' : 'raw'),
     commit: s.commit ?? true,
     timeoutMs: s.timeout ?? stepMs,
@@ -474,9 +489,9 @@ function resolveGuest(name: string, g: ParsedGuest, base: Timeouts, stepMs: numb
 function resolveVerify(g: ParsedGuest, where: string, stepMs: number, problems: string[]): VerifyConfig {
   const v = g.verify!;
   if (v.kind !== 'fsck' && v.kind !== 'boot') return { kind: 'command', argv: v.argv, timeoutMs: v.timeout ?? stepMs };
-  if (!(g.snapshot.provider === 'qmp' && g.snapshot.repository !== undefined))
+  if (g.snapshot.provider === 'command' || g.snapshot.repository === undefined)
     problems.push(
-      `${where}.kind: ${v.kind} checks a restore point of the guest's repository, but the guest has none: set snapshot.repository (provider qmp), or give verify an argv`,
+      `${where}.kind: ${v.kind} checks a restore point of the guest's repository, but the guest has none: set snapshot.repository (provider qmp or libvirt), or give verify an argv`,
     );
   if (v.kind === 'fsck') return { kind: 'fsck', timeoutMs: v.timeout ?? stepMs };
   return {
@@ -498,7 +513,7 @@ function resolveVerify(g: ParsedGuest, where: string, stepMs: number, problems: 
 /** Retention over files (dir + match) or, with a repository, over its restore points. */
 function resolvePrune(g: ParsedGuest, where: string, problems: string[]): PruneConfig {
   const p = g.prune!;
-  const repository = g.snapshot.provider === 'qmp' && g.snapshot.repository !== undefined;
+  const repository = g.snapshot.provider !== 'command' && g.snapshot.repository !== undefined;
   if (repository && (p.dir !== undefined || p.match !== undefined))
     problems.push(`${where}: with a repository leave out dir and match (the rules apply to its restore points)`);
   if (!repository && (p.dir === undefined || p.match === undefined))

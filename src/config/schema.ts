@@ -135,6 +135,23 @@ const diskSelection = (what: string) =>
       .refine((d) => new Set(d).size === d.length, 'a disk is listed twice'),
   ]);
 
+/** A backup repository's keys (providers qmp and libvirt, mode backup). */
+const repositoryFields = {
+  /** Backup mode: chains of qcow2 images with manifests under DIR/GUEST/ (placeholders {guest} {job} {stateDir}). */
+  repository: absPath.optional(),
+  /** With a repository: full, incremental, differential, or auto (default: a full when a chain cannot go on). */
+  level: z.enum(['auto', 'full', 'incremental', 'differential']).optional(),
+  /** With level auto: start a new chain after this many backups in it, or once its full is this old. */
+  fullEvery: z
+    .object({
+      backups: z.number().int().min(1).max(10_000).optional(),
+      age: durationIn(DURATION_RANGES.chainAge).optional(),
+    })
+    .strict()
+    .refine((f) => f.backups !== undefined || f.age !== undefined, 'set backups, age, or both')
+    .optional(),
+};
+
 const snapshot = z.discriminatedUnion('provider', [
   z.object({ provider: z.literal('command'), argv, timeout: stepTimeout.optional() }).strict(),
   z
@@ -147,19 +164,7 @@ const snapshot = z.discriminatedUnion('provider', [
       disks: diskSelection('a node name or device id').optional(),
       /** One file per disk; placeholders as in argv plus {disk}. Or give a repository. */
       target: absPath.optional(),
-      /** Backup mode: chains of qcow2 images with manifests under DIR/GUEST/ (placeholders {guest} {job} {stateDir}). */
-      repository: absPath.optional(),
-      /** With a repository: full, incremental, differential, or auto (default: a full when a chain cannot go on). */
-      level: z.enum(['auto', 'full', 'incremental', 'differential']).optional(),
-      /** With level auto: start a new chain after this many backups in it, or once its full is this old. */
-      fullEvery: z
-        .object({
-          backups: z.number().int().min(1).max(10_000).optional(),
-          age: durationIn(DURATION_RANGES.chainAge).optional(),
-        })
-        .strict()
-        .refine((f) => f.backups !== undefined || f.age !== undefined, 'set backups, age, or both')
-        .optional(),
+      ...repositoryFields,
       format: z.enum(['raw', 'qcow2']).optional(),
       /** How long the copy may take after the thaw. */
       timeout: stepTimeout.optional(),
@@ -173,8 +178,9 @@ const snapshot = z.discriminatedUnion('provider', [
       mode: z.enum(['backup', 'snapshot']).optional(),
       /** Target device names as the domain XML has them (vda, sdb), or "all". */
       disks: diskSelection('a target device name like vda').optional(),
-      /** One file per disk (the backup copy, or the overlay); placeholders as in argv plus {disk}. */
-      target: absPath,
+      /** One file per disk (the backup copy, or the overlay); placeholders as in argv plus {disk}. Or give a repository (mode backup). */
+      target: absPath.optional(),
+      ...repositoryFields,
       format: z.enum(['raw', 'qcow2']).optional(),
       /** Snapshot mode: merge each overlay back after the later steps (default true); false keeps it. */
       commit: z.boolean().optional(),

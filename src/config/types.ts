@@ -113,8 +113,10 @@ export interface LibvirtSnapshotConfig {
   readonly mode: 'backup' | 'snapshot';
   /** Target device names (vda), or every writable disk with an image. */
   readonly disks: 'all' | readonly string[];
-  /** A path per disk; placeholders as in argv, plus {disk}. */
-  readonly target: string;
+  /** A path per disk; placeholders as in argv, plus {disk}. Undefined with a repository. */
+  readonly target: string | undefined;
+  /** Backup mode: chains of qcow2 images kept with libvirt checkpoints (the target is then chosen per backup). */
+  readonly repository?: RepositoryConfig | undefined;
   /** The backup copy's format (snapshot mode: qcow2 overlays). */
   readonly format: 'raw' | 'qcow2';
   /** Snapshot mode: merge each overlay back after the later steps (default true). */
@@ -124,6 +126,14 @@ export interface LibvirtSnapshotConfig {
 }
 
 export type SnapshotConfig = CommandSnapshotConfig | QmpSnapshotConfig | LibvirtSnapshotConfig;
+
+/** The repository a snapshot step backs up into (providers qmp and libvirt, mode backup), if any. */
+export function snapshotRepository(s: {
+  readonly provider: string;
+  readonly repository?: RepositoryConfig | undefined;
+}): RepositoryConfig | undefined {
+  return s.provider === 'command' ? undefined : s.repository;
+}
 
 /** One guest, every default applied. */
 export interface ResolvedGuest {

@@ -129,6 +129,9 @@ export const SnapshotDeleteFlags = { CHILDREN: 1, METADATA_ONLY: 2, CHILDREN_ONL
 /** virDomainCheckpointCreateFlags */
 export const CheckpointCreateFlags = { REDEFINE: 1, QUIESCE: 2, REDEFINE_VALIDATE: 4 } as const;
 
+/** virDomainCheckpointXMLFlags: SIZE adds each disk's changed bytes (running domains only). */
+export const CheckpointXmlFlags = { SECURE: 1, NO_DOMAIN: 2, SIZE: 4 } as const;
+
 /** virDomainCheckpointDeleteFlags */
 export const CheckpointDeleteFlags = { CHILDREN: 1, METADATA_ONLY: 2, CHILDREN_ONLY: 4 } as const;
 

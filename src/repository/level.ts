@@ -38,6 +38,12 @@ export interface LevelInput {
   readonly now: Date;
   readonly catalog: Catalog;
   readonly disks: readonly LiveDisk[];
+  /**
+   * Why the base's change tracking cannot be read, as the caller found it
+   * (libvirt: its checkpoint is gone or does not cover a disk); checked after
+   * the disks' shapes, before their bitmaps.
+   */
+  readonly untracked?: (base: RestorePoint) => string | undefined;
 }
 
 /**
@@ -62,7 +68,7 @@ export function chainBase(c: Catalog): RestorePoint | undefined {
 export function decideLevel(o: LevelInput): LevelDecision {
   if (o.configured === 'full') return { level: 'full', reason: 'level full in the config', parent: undefined };
   const base = chainBase(o.catalog);
-  const broken = base ? whyNotContinue(base, o.disks) : 'no chain to continue yet';
+  const broken = base ? whyNotContinue(base, o.disks, o.untracked) : 'no chain to continue yet';
   const wanted: Level = o.configured === 'differential' ? 'differential' : 'incremental';
   if (broken !== undefined) {
     if (o.configured === 'auto') return { level: 'full', reason: broken, parent: undefined };
@@ -86,7 +92,11 @@ export function decideLevel(o: LevelInput): LevelDecision {
 }
 
 /** Why the chain cannot go on from `base` with these disks, or undefined. */
-function whyNotContinue(base: RestorePoint, disks: readonly LiveDisk[]): string | undefined {
+function whyNotContinue(
+  base: RestorePoint,
+  disks: readonly LiveDisk[],
+  untracked?: (base: RestorePoint) => string | undefined,
+): string | undefined {
   const m = base.manifest;
   const had = new Map(m.disks.map((d) => [d.name, d]));
   for (const d of disks) {
@@ -98,6 +108,8 @@ function whyNotContinue(base: RestorePoint, disks: readonly LiveDisk[]): string 
   const now = new Set(disks.map((d) => d.name));
   const gone = m.disks.find((d) => !now.has(d.name));
   if (gone) return `disk ${gone.name} of ${m.id} is not backed up any more`;
+  const lost = untracked?.(base);
+  if (lost !== undefined) return lost;
   for (const d of disks) {
     const bm = d.bitmaps.find((x) => x.name === m.bitmap);
     if (!bm)

@@ -7,7 +7,7 @@ export type Level = 'full' | 'incremental' | 'differential';
 export interface ManifestDisk {
   /** The {disk} name (device id or node name as the config gives it). */
   readonly name: string;
-  /** The QEMU node copied. */
+  /** The QEMU node copied (provider libvirt: the image the domain's disk read from). */
   readonly node: string;
   readonly virtualSize: number;
   /** The image's file name inside the backup's folder. */
@@ -15,6 +15,14 @@ export interface ManifestDisk {
   readonly format: 'qcow2';
   /** Bytes the image takes on disk (allocated), after the copy. */
   readonly bytesWritten: number;
+}
+
+/** The libvirt checkpoint a backup created (provider libvirt): what redefines it if libvirt loses it. */
+export interface ManifestCheckpoint {
+  /** The checkpoint's name (the same as the manifest's bitmap). */
+  readonly name: string;
+  /** Its XML as `checkpoint-dumpxml` gives it (what `checkpoint-create --redefine` takes back). */
+  readonly xml: string;
 }
 
 /** One check of a verify run, as the manifest records it. */
@@ -54,8 +62,13 @@ export interface Manifest {
   readonly chain: string;
   /** The backup whose images are this one's backing files; null for a full. */
   readonly parent: string | null;
-  /** The persistent dirty bitmap (one per disk, same name) that tracks changes for the chain. */
+  /**
+   * The persistent dirty bitmap (one per disk, same name) that tracks changes
+   * for the chain; with provider libvirt also the name of the checkpoint that owns it.
+   */
   readonly bitmap: string;
+  /** Provider libvirt: the checkpoint this backup created (none for a differential). */
+  readonly checkpoint?: ManifestCheckpoint;
   /** Why this level was taken (auto's reason, or "level: full in the config"). */
   readonly reason: string;
   readonly disks: readonly ManifestDisk[];
@@ -122,6 +135,12 @@ export function validateManifest(v: unknown, file: string): Manifest {
     if (!Number.isSafeInteger(o['bytesWritten']) || (o['bytesWritten'] as number) < 0) bad('disks[].bytesWritten');
   }
   if (m['verified'] !== undefined) checkVerified(m['verified'], bad);
+  if (m['checkpoint'] !== undefined) {
+    const c = m['checkpoint'] as Record<string, unknown>;
+    if (typeof c !== 'object' || c === null) bad('checkpoint');
+    if (typeof c['name'] !== 'string' || c['name'] === '') bad('checkpoint.name');
+    if (typeof c['xml'] !== 'string' || c['xml'] === '') bad('checkpoint.xml');
+  }
   return m as unknown as Manifest;
 }
 

@@ -33,7 +33,8 @@ export function planSnapshot(
       mode: s.mode,
       disks: s.disks,
       // {disk} is known once the domain's XML is read.
-      target: fillExcept(s.target, values, ['disk']),
+      target: s.target === undefined ? undefined : fillExcept(s.target, values, ['disk']),
+      ...(s.repository ? { repository: { ...s.repository, dir: fillPlaceholders(s.repository.dir, values) } } : {}),
       format: s.format,
       commit: s.commit,
       connectTimeoutMs: o.timeouts.connectMs,
@@ -57,6 +58,7 @@ export function planSnapshot(
 
 export { libvirtChecks, type LibvirtCheck } from './libvirt/index.js';
 export { previewLevel, type LevelPreview } from './qmp/chain.js';
+export { previewLibvirtLevel } from './libvirt/chain.js';
 export type {
   BackupRecord,
   WindowFacts,

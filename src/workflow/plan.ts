@@ -13,6 +13,7 @@ import type {
   Timeouts,
   VerifyConfig,
 } from '../config/types.js';
+import { snapshotRepository } from '../config/types.js';
 import { planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
 import { describePrune, type PlannedPrune } from './prune.js';
 
@@ -163,8 +164,8 @@ function describeVerify(v: PlannedVerify, argv: (a: readonly string[]) => string
 /** Retention over the guest's repository (its dir as the snapshot has it for this run), or over its backup files. */
 function planPrune(guest: string, p: PruneConfig, snapshot: PlannedSnapshot, values: PlaceholderValues): PlannedPrune {
   const rules = { keepLast: p.keepLast, keepDaily: p.keepDaily, keepWeekly: p.keepWeekly, keepMonthly: p.keepMonthly };
-  if (snapshot.provider === 'qmp' && snapshot.repository)
-    return { ...rules, dir: undefined, match: undefined, repository: snapshot.repository.dir };
+  const repository = snapshotRepository(snapshot);
+  if (repository) return { ...rules, dir: undefined, match: undefined, repository: repository.dir };
   if (p.dir === undefined || p.match === undefined)
     throw new QuiesceError('CONFIG', `guest ${guest}: prune needs dir and match, or a repository`);
   return { ...rules, dir: p.dir, match: fillPlaceholders(p.match, values), repository: undefined };

@@ -11,9 +11,10 @@ import {
   AGENT_PORT,
   guestUnavailable,
   kernelCmdline,
-  makeDataImage,
+  makeImage,
   QEMU,
   watchConsole,
+  type DiskFormat,
   type GuestOptions,
 } from './vm/qemu.js';
 
@@ -212,6 +213,11 @@ export interface LibvirtGuestOptions extends GuestOptions {
   waitForAgent?: boolean;
   /** Virtual CPUs (`<vcpu>N</vcpu>`, default 1). */
   vcpus?: number;
+  /**
+   * The data disk's image format (default 'raw'); qcow2 (v3) is what libvirt
+   * needs for checkpoints (their bitmaps live in the image).
+   */
+  dataFormat?: DiskFormat;
 }
 
 export interface LibvirtGuest {
@@ -219,8 +225,11 @@ export interface LibvirtGuest {
   readonly agent: AgentKind;
   readonly dir: string;
   readonly dataImage: string;
+  readonly dataFormat: DiskFormat;
   readonly consoleLog: string;
   readonly xml: string;
+  /** The agent through libvirt (for test/helpers/vm/guest-ops.ts). */
+  readonly agentConnector: { readonly kind: 'libvirt'; readonly domain: string; readonly uri: string };
   readonly boot: BootFiles;
   readonly timings: { markerMs: number; agentReadyMs?: number };
   /** `virsh qemu-agent-command NAME JSON`: the parsed reply. */
@@ -249,7 +258,8 @@ export async function defineGuest(opts: LibvirtGuestOptions = {}): Promise<Libvi
   const boot = ensureBootFiles();
   const name = opts.name ?? `${DOMAIN_PREFIX}${process.pid}-${++counter}`;
   const dir = mkdtempSync(join(tmpdir(), 'quiesce-libvirt-'));
-  const dataImage = join(dir, 'data.img');
+  const dataFormat = opts.dataFormat ?? 'raw';
+  const dataImage = join(dir, dataFormat === 'qcow2' ? 'data.qcow2' : 'data.img');
   const consoleLog = join(dir, 'console.log');
   const xmlFile = join(dir, 'domain.xml');
   const xml = domainXml({
@@ -260,6 +270,7 @@ export async function defineGuest(opts: LibvirtGuestOptions = {}): Promise<Libvi
     initrd: boot.initrd,
     cmdline: kernelCmdline(opts),
     dataImage,
+    dataFormat,
     consoleLog,
   });
   let created = false;
@@ -288,7 +299,12 @@ export async function defineGuest(opts: LibvirtGuestOptions = {}): Promise<Libvi
   };
 
   try {
-    makeDataImage(dataImage, opts.dataDiskMB ?? 64, opts.dataDir);
+    makeImage(dataImage, {
+      mb: opts.dataDiskMB ?? 64,
+      format: dataFormat,
+      ext4: true,
+      ...(opts.dataDir !== undefined ? { fromDir: opts.dataDir } : {}),
+    });
     writeFileSync(xmlFile, xml);
     const started = Date.now();
     created = true; // from here on, destroy() must try (a half-created domain is possible)
@@ -315,8 +331,10 @@ export async function defineGuest(opts: LibvirtGuestOptions = {}): Promise<Libvi
       agent,
       dir,
       dataImage,
+      dataFormat,
       consoleLog,
       xml,
+      agentConnector: { kind: 'libvirt', domain: name, uri: LIBVIRT_URI },
       boot,
       timings,
       agentCommand,
@@ -370,6 +388,8 @@ export function domainXml(d: {
   initrd: string;
   cmdline: string;
   dataImage: string;
+  /** Default raw. */
+  dataFormat?: DiskFormat;
   consoleLog: string;
 }): string {
   return `<domain type='qemu'>
@@ -389,7 +409,7 @@ export function domainXml(d: {
   <devices>
     <emulator>${QEMU}</emulator>
     <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
+      <driver name='qemu' type='${d.dataFormat ?? 'raw'}'/>
       <source file='${esc(d.dataImage)}'/>
       <target dev='vda' bus='virtio'/>
     </disk>

@@ -7,7 +7,15 @@ import { BackupBeginFlags, DomainEventId, JobStatsFlags, JobType } from '../../l
 import type { DomainEvent } from '../../libvirt/events.js';
 import type { TypedValue } from '../../libvirt/types.js';
 import type { Log } from '../../log/logger.js';
-import type { PlannedLibvirtSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from '../types.js';
+import type {
+  BackupRecord,
+  PlannedLibvirtSnapshot,
+  SnapshotContext,
+  SnapshotProvider,
+  SnapshotTaken,
+  WindowFacts,
+} from '../types.js';
+import { LibvirtChain } from './chain.js';
 import { backupXml } from './domain-xml.js';
 import { LibvirtSession, warner } from './session.js';
 
@@ -34,11 +42,15 @@ export function backupProvider(s: PlannedLibvirtSnapshot): SnapshotProvider {
 interface BackupRun {
   readonly session: LibvirtSession;
   readonly xml: string;
+  /** With a repository: the checkpoint backup-begin creates (none for a differential). */
+  readonly checkpointXml: string | undefined;
   /** The job-completed callback id on the session's connection. */
   readonly callbackId: number;
   /** REUSE_EXTERNAL when prepare() created the targets. */
   readonly flags: number;
 }
+
+type DisposeCtx = { readonly guest: string; readonly log: Log; readonly error?: string };
 
 class LibvirtBackup implements SnapshotProvider {
   private preparing: Promise<BackupRun> | undefined;
@@ -50,41 +62,61 @@ class LibvirtBackup implements SnapshotProvider {
   private cleaned = false;
   /** prepare() created target files (removed again unless the copy finished). */
   private created = false;
+  /** With a repository: the level, the images, the checkpoints and the manifest. */
+  private chain: LibvirtChain | undefined;
 
   constructor(private readonly s: PlannedLibvirtSnapshot) {}
 
   describe(): string {
     const s = this.s;
     const disks = s.disks === 'all' ? 'all disks' : s.disks.join(', ');
+    if (s.repository) {
+      const r = s.repository;
+      const every = [
+        r.fullEvery.backups !== undefined ? `${r.fullEvery.backups} backups` : '',
+        r.fullEvery.ageMs !== undefined ? formatDuration(r.fullEvery.ageMs) : '',
+      ].filter(Boolean);
+      return `libvirt ${s.uri ?? 'default'}/${s.domain}: push backup job (backup-begin with a checkpoint) of ${disks} into repository ${r.dir} (level ${r.level}${every.length ? `, a new chain every ${every.join(' or ')}` : ''}; qcow2 chains with libvirt checkpoints); the copy finishes after the thaw (timeout ${formatDuration(s.timeoutMs)})`;
+    }
     return `libvirt ${s.uri ?? 'default'}/${s.domain}: push backup job (backup-begin) of ${disks} → ${s.target} (${s.format}); the copy finishes after the thaw (timeout ${formatDuration(s.timeoutMs)})`;
   }
 
   planSteps(): { beforeFreeze: string; afterThaw: string } {
     const s = this.s;
+    if (s.repository)
+      return {
+        beforeFreeze: `snapshot set-up: connect to libvirt, read ${s.domain}'s disks, read the repository's manifests and the domain's checkpoints (redefining the base's from its manifest if libvirt lost it), pick the level (${s.repository.level}), create each qcow2 image (backing file: the parent's), listen for job-completed (timeout ${formatDuration(s.commandTimeoutMs)} per call)`,
+        afterThaw: `wait for the backup job's job-completed event (timeout ${formatDuration(s.timeoutMs)}), write the manifest (last) with the new checkpoint's XML, delete the checkpoint the new backup replaces; a failed or aborted job deletes the new checkpoint and its images`,
+      };
     return {
       beforeFreeze: `snapshot set-up: connect to libvirt, read ${s.domain}'s disks, check each target is free, build the backup XML, listen for job-completed (timeout ${formatDuration(s.commandTimeoutMs)} per call)`,
       afterThaw: `wait for the backup job's job-completed event (timeout ${formatDuration(s.timeoutMs)}; a failed or aborted job fails it and its partial targets are removed)`,
     };
   }
 
-  async prepare(ctx: { readonly guest: string }): Promise<void> {
-    await this.prepared(ctx.guest);
+  async prepare(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+    await this.prepared(ctx.guest, ctx.log);
   }
 
-  private prepared(guest: string): Promise<BackupRun> {
-    this.preparing ??= this.open(guest);
+  private prepared(guest: string, log: Log): Promise<BackupRun> {
+    this.preparing ??= this.open(guest, log);
     return this.preparing;
   }
 
-  private async open(guest: string): Promise<BackupRun> {
-    const session = await LibvirtSession.open(this.s, guest);
+  private async open(guest: string, log: Log): Promise<BackupRun> {
+    const chain = this.s.repository ? new LibvirtChain(this.s.repository, guest, this.s.commandTimeoutMs) : undefined;
+    this.chain = chain;
+    const session = await LibvirtSession.open(this.s, guest, chain ? { target: (f) => chain.decide(f, log) } : {});
     try {
       const callbackId = await session.conn.registerDomainEvent(DomainEventId.JOB_COMPLETED, session.dom, {
         timeoutMs: this.s.commandTimeoutMs,
       });
       const run: BackupRun = {
         session,
-        xml: backupXml(session.all, session.picked, this.s.format),
+        xml: backupXml(session.all, session.picked, this.s.format, {
+          ...(chain?.incremental !== undefined ? { incremental: chain.incremental } : {}),
+        }),
+        checkpointXml: chain?.checkpointXml(session.all, session.picked),
         callbackId,
         flags: session.local ? BackupBeginFlags.REUSE_EXTERNAL : 0,
       };
@@ -119,8 +151,11 @@ class LibvirtBackup implements SnapshotProvider {
     } finally {
       await fh.close();
     }
+    const backing = this.chain?.backing(disk);
+    // A chain's images: 16 KiB clusters (a small incremental's qcow2 skeleton), the parent's image as backing file.
+    const chainArgs = this.chain ? ['-o', 'cluster_size=16k', ...(backing ? ['-b', backing, '-F', 'qcow2'] : [])] : [];
     if (this.s.format === 'qcow2')
-      await promisify(execFile)('qemu-img', ['create', '-q', '-f', 'qcow2', target, String(capacity)], {
+      await promisify(execFile)('qemu-img', ['create', '-q', '-f', 'qcow2', ...chainArgs, target, String(capacity)], {
         timeout: this.s.commandTimeoutMs,
       }).catch((err: Error) => {
         throw new QuiesceError('STEP_FAILED', `qemu-img create of ${target} failed: ${err.message}`, {
@@ -131,23 +166,35 @@ class LibvirtBackup implements SnapshotProvider {
   }
 
   async take(ctx: SnapshotContext): Promise<SnapshotTaken> {
-    const run = await this.prepared(ctx.guest);
+    const run = await this.prepared(ctx.guest, ctx.log);
     const { session } = run;
+    const chain = this.chain;
     // Before the call: a small backup can end before backup-begin's reply arrives.
     const since = session.conn.lastEventSeq();
+    chain?.sent();
+    // The copy and the new checkpoint in one call: one point in time for both.
     await session.send(
-      session.conn.backupBegin(session.dom, run.xml, undefined, run.flags, { timeoutMs: this.s.commandTimeoutMs }),
+      session.conn.backupBegin(session.dom, run.xml, run.checkpointXml, run.flags, {
+        timeoutMs: this.s.commandTimeoutMs,
+      }),
       ctx.signal,
       'backup-begin',
     );
-    return { files: session.targets, complete: (c) => this.complete(run, since, c) };
+    if (!chain) return { files: session.targets, complete: (c) => this.complete(run, since, c) };
+    chain.started();
+    const backup = chain.record();
+    return { files: session.targets, backup, complete: (c) => this.complete(run, since, c, backup) };
   }
 
-  /** After the thaw: the job must end with success; a failure removes the partial targets. */
+  /**
+   * After the thaw: the job must end with success (a failure removes the
+   * partial targets); with a repository the manifest is then written.
+   */
   private async complete(
     run: BackupRun,
     since: number,
-    ctx: { readonly log: Log; readonly signal?: AbortSignal },
+    ctx: { readonly log: Log; readonly signal?: AbortSignal; readonly window?: WindowFacts },
+    backup?: BackupRecord,
   ): Promise<void> {
     const { session } = run;
     try {
@@ -161,17 +208,27 @@ class LibvirtBackup implements SnapshotProvider {
       this.cleaned = true;
       throw err;
     }
+    if (this.chain && backup) await this.chain.finish(session, session.targets, ctx.window, backup, ctx.log);
     this.finished = true;
   }
 
-  dispose(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+  dispose(ctx: DisposeCtx): Promise<void> {
     this.disposing ??= this.close(ctx);
     return this.disposing;
   }
 
-  private async close(ctx: { readonly guest: string; readonly log: Log }): Promise<void> {
+  private async close(ctx: DisposeCtx): Promise<void> {
+    try {
+      await this.undo(ctx);
+    } finally {
+      await this.chain?.release();
+    }
+  }
+
+  private async undo(ctx: DisposeCtx): Promise<void> {
     const run = this.run;
-    if (!run) return;
+    // prepare() failed before the run existed (after the level was decided, say): record that.
+    if (!run) return this.chain?.abandon(undefined, ctx.error ?? 'the run failed', ctx.log);
     const warn = warner(ctx);
     const { session } = run;
     try {
@@ -180,6 +237,8 @@ class LibvirtBackup implements SnapshotProvider {
         if (accepted !== false) await abortJob(run, warn);
         if (accepted !== false || this.created) await session.removeTargets(warn, 'the backup did not finish');
       }
+      // After the job ended (aborted above): libvirt refuses to delete a checkpoint a job still uses.
+      if (!this.finished) await this.chain?.abandon(session, ctx.error ?? 'the run failed', ctx.log);
       await session.conn
         .deregisterDomainEvent(run.callbackId, { timeoutMs: this.s.commandTimeoutMs })
         .catch(() => undefined);

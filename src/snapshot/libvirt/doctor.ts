@@ -102,8 +102,18 @@ export async function libvirtChecks(
       add('libvirt backup', false, `backup-begin needs libvirt ≥ 6.0 (this is ${version(lib)})`);
     const all = parseDisks(xml);
     try {
-      const picked = pickDisks(all, provider.disks, provider.target, { domain: c.domain, guest: g.name });
+      // A repository names its images per backup: only the disks matter here.
+      const picked = pickDisks(all, provider.disks, provider.target ?? '{disk}', { domain: c.domain, guest: g.name });
       add('snapshot disks', true, picked.map((p) => `${p.disk.name} (${p.disk.source})`).join(', '));
+      if (provider.repository) {
+        const raw = picked.filter((p) => p.disk.format !== 'qcow2');
+        if (raw.length)
+          add(
+            'checkpoints',
+            false,
+            `${raw.map((p) => `${p.disk.name} is ${p.disk.format ?? 'of unknown format'}`).join('; ')}: libvirt keeps checkpoints (the chain's bitmaps) only in qcow2 images`,
+          );
+      }
       if (provider.mode === 'snapshot') {
         const stacked = picked.filter((p) => p.disk.backed && p.disk.format === 'qcow2');
         if (stacked.length)
@@ -116,7 +126,7 @@ export async function libvirtChecks(
     } catch (err) {
       add('snapshot disks', false, (err as Error).message);
     }
-    if (route.kind === 'unix') {
+    if (route.kind === 'unix' && provider.target !== undefined) {
       const dir = dirname(provider.target);
       if (!/\{/.test(dir)) {
         const isDir = await stat(dir).then(

@@ -126,9 +126,15 @@ export interface PickedDisk {
 /**
  * `<domainbackup mode='push'>`: one target file per picked disk, every other
  * disk of the domain listed with backup='no' (so nothing is copied that the
- * config did not ask for). No checkpoint: each backup is a full copy.
+ * config did not ask for). With `incremental`, only what changed since that
+ * checkpoint is copied (its bitmaps); without, a full copy.
  */
-export function backupXml(all: readonly DomainDisk[], picked: readonly PickedDisk[], format: 'raw' | 'qcow2'): string {
+export function backupXml(
+  all: readonly DomainDisk[],
+  picked: readonly PickedDisk[],
+  format: 'raw' | 'qcow2',
+  o: { readonly incremental?: string } = {},
+): string {
   const lines = all.map((d) => {
     const p = picked.find((x) => x.disk.name === d.name);
     if (!p) return `    <disk name='${escapeXml(d.name)}' backup='no'/>`;
@@ -137,7 +143,58 @@ export function backupXml(all: readonly DomainDisk[], picked: readonly PickedDis
       `<target file='${escapeXml(p.target)}'/><driver type='${format}'/></disk>`
     );
   });
-  return `<domainbackup mode='push'>\n  <disks>\n${lines.join('\n')}\n  </disks>\n</domainbackup>\n`;
+  const since = o.incremental === undefined ? '' : `  <incremental>${escapeXml(o.incremental)}</incremental>\n`;
+  return `<domainbackup mode='push'>\n${since}  <disks>\n${lines.join('\n')}\n  </disks>\n</domainbackup>\n`;
+}
+
+/**
+ * `<domaincheckpoint>` named `name`: a bitmap in each picked disk (qcow2),
+ * every other disk of the domain checkpoint='no' (raw disks cannot hold one).
+ */
+export function checkpointXml(name: string, all: readonly DomainDisk[], picked: readonly PickedDisk[]): string {
+  const lines = all.map((d) =>
+    picked.some((p) => p.disk.name === d.name)
+      ? `    <disk name='${escapeXml(d.name)}' checkpoint='bitmap'/>`
+      : `    <disk name='${escapeXml(d.name)}' checkpoint='no'/>`,
+  );
+  return (
+    `<domaincheckpoint>\n  <name>${escapeXml(name)}</name>\n  <description>quiesce: changes since backup ${escapeXml(name)}</description>\n` +
+    `  <disks>\n${lines.join('\n')}\n  </disks>\n</domaincheckpoint>\n`
+  );
+}
+
+/** A disk of a checkpoint, as checkpoint-dumpxml shows it. */
+export interface CheckpointDisk {
+  readonly name: string;
+  /** bitmap or no. */
+  readonly checkpoint: string;
+  /** The bitmap's name in the image (libvirt names it after the checkpoint). */
+  readonly bitmap: string | undefined;
+  /** Bytes changed since the checkpoint (only with the SIZE flag, on a running domain). */
+  readonly size: number | undefined;
+}
+
+/**
+ * The checkpoint's own disks (`<domaincheckpoint><disks><disk …/>`), not
+ * those of the `<domain>` copy the full XML carries.
+ */
+export function parseCheckpointDisks(xml: string): CheckpointDisk[] {
+  const own = strip(xml, 'domain');
+  const m = /<disks(\s[^>]*)?>([\s\S]*?)<\/disks>/.exec(own);
+  if (!m) return [];
+  return [...m[2]!.matchAll(/<disk(\s[^>]*?)\/?>/g)].flatMap((d) => {
+    const a = attributes(d[1] ?? '');
+    if (a['name'] === undefined) return [];
+    const size = a['size'] !== undefined ? Number(a['size']) : undefined;
+    return [
+      {
+        name: a['name'],
+        checkpoint: a['checkpoint'] ?? 'bitmap',
+        bitmap: a['bitmap'],
+        size: size !== undefined && Number.isFinite(size) ? size : undefined,
+      },
+    ];
+  });
 }
 
 /**
@@ -157,4 +214,16 @@ export function snapshotXml(name: string, all: readonly DomainDisk[], picked: re
     `<domainsnapshot>\n  <name>${escapeXml(name)}</name>\n  <description>quiesce: filesystems frozen by the guest agent</description>\n` +
     `  <disks>\n${lines.join('\n')}\n  </disks>\n</domainsnapshot>\n`
   );
+}
+
+/**
+ * A checkpoint's XML for a redefine when its parent may be gone: without the
+ * `<parent>` element (quiesce deletes each base's checkpoint once a newer
+ * backup replaces it, so a saved checkpoint's parent usually no longer exists).
+ */
+export function withoutParent(checkpointXml: string): string {
+  const inner = /<domain[\s>]/.exec(checkpointXml);
+  const head = inner ? checkpointXml.slice(0, inner.index) : checkpointXml;
+  const tail = inner ? checkpointXml.slice(inner.index) : '';
+  return strip(head, 'parent').replace(/\n\s*\n/g, '\n') + tail;
 }

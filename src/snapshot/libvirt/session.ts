@@ -17,13 +17,22 @@ import { isCandidate, parseDisks, type DomainDisk, type PickedDisk } from './dom
  */
 export type Accepted = boolean | undefined;
 
-/** Picks the disks the config asks for from the domain's; every problem names the domain's disks. */
+/** Picks the disks the config asks for from the domain's, with their targets; every problem names the domain's disks. */
 export function pickDisks(
   all: readonly DomainDisk[],
   want: 'all' | readonly string[],
   target: string,
   o: { readonly domain: string; readonly guest: string },
 ): PickedDisk[] {
+  return withTargets(chooseDisks(all, want, o), target, o.guest);
+}
+
+/** The disks the config asks for, from the domain's; every problem names the domain's disks. */
+export function chooseDisks(
+  all: readonly DomainDisk[],
+  want: 'all' | readonly string[],
+  o: { readonly domain: string; readonly guest: string },
+): DomainDisk[] {
   const opt = { guest: o.guest };
   const known = all.map((d) => `${d.name}${isCandidate(d) ? '' : ` (${d.readonly ? 'read-only ' : ''}${d.device})`}`);
   let chosen: DomainDisk[];
@@ -53,10 +62,16 @@ export function pickDisks(
       return d;
     });
   }
+  return chosen;
+}
+
+/** Each disk with its target (`{disk}` filled); two disks on one file are refused. */
+function withTargets(chosen: readonly DomainDisk[], target: string, guest: string): PickedDisk[] {
   const picked = chosen.map((disk) => ({ disk, target: fillPlaceholders(target, { disk: disk.name }) }));
   const targets = picked.map((p) => p.target);
   const twice = targets.find((t, i) => targets.indexOf(t) !== i);
-  if (twice) throw new QuiesceError('CONFIG', `two disks would be written to ${twice}: put {disk} in the target`, opt);
+  if (twice)
+    throw new QuiesceError('CONFIG', `two disks would be written to ${twice}: put {disk} in the target`, { guest });
   return picked;
 }
 
@@ -111,7 +126,20 @@ export class LibvirtSession {
   static async open(
     s: PlannedLibvirtSnapshot,
     guest: string,
-    o: { readonly pool?: LibvirtPool; readonly pick?: (d: PickedDisk) => void } = {},
+    o: {
+      readonly pool?: LibvirtPool;
+      readonly pick?: (d: PickedDisk) => void;
+      /**
+       * Chooses the target template once the disks are known (a repository
+       * backup decides its level and folder here); default: the config's.
+       */
+      readonly target?: (found: {
+        readonly lease: LibvirtLease;
+        readonly conn: LibvirtConnection;
+        readonly dom: DomainRef;
+        readonly disks: readonly DomainDisk[];
+      }) => Promise<string>;
+    } = {},
   ): Promise<LibvirtSession> {
     const lease = (o.pool ?? libvirtPool).lease(s.uri, guest);
     try {
@@ -133,7 +161,10 @@ export class LibvirtSession {
       if (state.state !== DomainState.RUNNING && state.state !== DomainState.PAUSED)
         throw new QuiesceError('STEP_FAILED', `domain ${s.domain} is not running (state ${state.state})`, { guest });
       const all = parseDisks(await conn.getXmlDesc(dom, 0, call));
-      const picked = pickDisks(all, s.disks, s.target, { domain: s.domain, guest });
+      const chosen = chooseDisks(all, s.disks, { domain: s.domain, guest });
+      const target = o.target ? await o.target({ lease, conn, dom, disks: chosen }) : s.target;
+      if (target === undefined) throw new QuiesceError('CONFIG', `no target for the libvirt ${s.mode}`, { guest });
+      const picked = withTargets(chosen, target, guest);
       for (const p of picked) o.pick?.(p);
       const session = new LibvirtSession(s, guest, lease, conn, dom, all, picked);
       if (session.local) for (const p of picked) await checkTargetFree(p, guest);

@@ -1,17 +1,12 @@
-import { randomBytes } from 'node:crypto';
-import { rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { stat } from 'node:fs/promises';
 import type { RepositoryConfig } from '../../config/types.js';
 import type { Log } from '../../log/logger.js';
 import { QmpClient } from '../../qmp/client.js';
-import { readCatalog, type Catalog } from '../../repository/catalog.js';
-import { lockRepository, type RepoLock } from '../../repository/lock.js';
-import { backingFile, backupDir, bitmapName, imageName } from '../../repository/layout.js';
+import { RepositoryBackup } from '../../repository/backup.js';
+import { readCatalog } from '../../repository/catalog.js';
+import { bitmapName } from '../../repository/layout.js';
 import { chainBase, decideLevel, type BitmapState, type LevelDecision, type LiveDisk } from '../../repository/level.js';
-import { backupId, type Manifest } from '../../repository/manifest.js';
 import { readStaleBitmaps, updateStaleBitmaps } from '../../repository/stale.js';
-import { makeBackupDir, writeManifest } from '../../repository/store.js';
-import { version } from '../../version.js';
 import type { BackupRecord, WindowFacts } from '../types.js';
 import { resolveDisks, runName, type Disk, type FoundDisk } from './disks.js';
 
@@ -32,39 +27,48 @@ interface NodeInfo {
  * the same transaction as its copy (the point in time); incrementals and
  * differentials read their parent's bitmap with bitmap-mode `never`, so a
  * failed copy, or a manifest never written, leaves the chain as it was.
+ * What is not QEMU's (lock, level, folder, manifest) is RepositoryBackup's.
  */
 export class ChainBackup {
-  readonly id: string;
-  private decided: LevelDecision | undefined;
-  private catalog: Catalog | undefined;
-  private chain: string | undefined;
+  private readonly repoBackup: RepositoryBackup;
   /** Disks whose bitmap can be persistent (their node is a qcow2). */
   private persistent = new Map<string, boolean>();
   /** The bitmap this backup starts (full, incremental), once QEMU may have it. */
   private added = false;
-  private lock: RepoLock | undefined;
 
   constructor(
     private readonly repo: RepositoryConfig,
     private readonly guest: string,
     now = new Date(),
   ) {
-    this.id = backupId(now, randomBytes(2).toString('hex'));
+    this.repoBackup = new RepositoryBackup(repo, guest, now);
+  }
+
+  get id(): string {
+    return this.repoBackup.id;
   }
 
   get decision(): LevelDecision {
-    if (!this.decided) throw new Error('ChainBackup: decide() first');
-    return this.decided;
+    return this.repoBackup.decision;
   }
 
   /** The backup's folder (known once decided). */
   get dir(): string {
-    return backupDir(this.repo.dir, this.guest, this.chain!, this.id);
+    return this.repoBackup.dir;
   }
 
   /** The bitmap this backup starts, if any (a differential starts none). */
   get newBitmap(): string | undefined {
-    return this.decision.level === 'differential' ? undefined : bitmapName(this.id);
+    return this.repoBackup.newBitmap;
+  }
+
+  /** When QEMU accepted the transaction (the point in time), as ISO time. */
+  get pointInTime(): string | undefined {
+    return this.repoBackup.pointInTime;
+  }
+
+  set pointInTime(t: string | undefined) {
+    this.repoBackup.pointInTime = t;
   }
 
   /**
@@ -73,13 +77,10 @@ export class ChainBackup {
    * returns the target template (`DIR/{disk}.qcow2`).
    */
   async decide(qmp: Qmp, found: readonly FoundDisk[], log: Log): Promise<string> {
-    // Held until dispose(): no prune or restore of the guest meanwhile (this run's own prune shares it).
-    this.lock ??= await lockRepository(this.repo.dir, this.guest, 'backup');
-    const [catalog, nodes] = await Promise.all([
-      readCatalog(this.repo.dir, this.guest),
+    const [, nodes] = await Promise.all([
+      this.repoBackup.open(),
       qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true }),
     ]);
-    this.catalog = catalog;
     const byNode = new Map(nodes.map((n) => [n['node-name'], n]));
     const live: LiveDisk[] = found.map((d) => ({
       name: d.name,
@@ -87,38 +88,23 @@ export class ChainBackup {
       bitmaps: byNode.get(d.node)?.['dirty-bitmaps'] ?? [],
     }));
     for (const d of found) this.persistent.set(d.name, byNode.get(d.node)?.drv === 'qcow2');
-    const decided = decideLevel({
-      configured: this.repo.level,
-      fullEvery: this.repo.fullEvery,
-      now: new Date(),
-      catalog,
-      disks: live,
-    });
     const transient = found.filter((d) => !this.persistent.get(d.name)).map((d) => d.name);
-    this.decided =
-      transient.length && decided.level !== 'differential'
-        ? {
-            ...decided,
-            reason: `${decided.reason}; bitmap transient on ${transient.join(', ')} (not qcow2: the chain ends when QEMU stops)`,
-          }
-        : decided;
-    this.chain = decided.parent?.manifest.chain ?? this.id;
-    log({
-      kind: 'backup-level',
-      guest: this.guest,
-      id: this.id,
-      level: this.decided.level,
-      reason: this.decided.reason,
+    const template = await this.repoBackup.decide(live, log, {
+      amend: (decided) =>
+        transient.length && decided.level !== 'differential'
+          ? {
+              ...decided,
+              reason: `${decided.reason}; bitmap transient on ${transient.join(', ')} (not qcow2: the chain ends when QEMU stops)`,
+            }
+          : decided,
     });
     await this.dropUnread(qmp, found, nodes, log);
-    await makeBackupDir(this.dir);
-    return join(this.dir, imageName('{disk}'));
+    return template;
   }
 
   /** The backing file of a disk's new image (undefined for a full). */
   backing(d: Disk): string | undefined {
-    const p = this.decision.parent;
-    return p ? backingFile(p.manifest.id, d.name) : undefined;
+    return this.repoBackup.backing(d.name);
   }
 
   /** The window's actions for one disk: the new bitmap (if any) and the copy, in one transaction. */
@@ -152,15 +138,7 @@ export class ChainBackup {
 
   /** For the report, from the window on. */
   record(): BackupRecord {
-    const d = this.decision;
-    return {
-      repository: this.repo.dir,
-      id: this.id,
-      chain: this.chain!,
-      level: d.level,
-      parent: d.parent?.manifest.id ?? null,
-      reason: d.reason,
-    };
+    return this.repoBackup.record();
   }
 
   /**
@@ -176,16 +154,8 @@ export class ChainBackup {
     log: Log,
   ): Promise<void> {
     const sizes = await Promise.all(disks.map(async (d) => (await stat(d.target)).blocks * 512));
-    record.bytesWritten = sizes.reduce((a, b) => a + b, 0);
-    await writeManifest(this.dir, this.manifest(disks, sizes, window, true));
-    log({
-      kind: 'backup-recorded',
-      guest: this.guest,
-      id: this.id,
-      level: this.decision.level,
-      bytes: record.bytesWritten,
-    });
-    const old = this.catalog && chainBase(this.catalog);
+    record.bytesWritten = await this.repoBackup.recordComplete(disks, sizes, window, log);
+    const old = this.repoBackup.base;
     if (this.decision.level !== 'differential' && old) await this.removeBitmap(qmp, disks, old.manifest.bitmap, log);
   }
 
@@ -195,69 +165,16 @@ export class ChainBackup {
    * with `complete: false` (the images are removed by the session).
    */
   async abandon(qmp: Qmp | undefined, disks: readonly Disk[], error: string, log: Log): Promise<void> {
+    if (!this.repoBackup.decidedYet) return;
     const bm = this.newBitmap;
     if (qmp && this.added && bm) await this.removeBitmap(qmp, disks, bm, log);
-    if (!this.chain) return;
-    const m = this.manifest(
-      disks,
-      disks.map(() => 0),
-      undefined,
-      false,
-      error,
-    );
-    await writeManifest(this.dir, m).catch(async (err: Error) => {
-      log({
-        kind: 'warning',
-        guest: this.guest,
-        message: `could not record the failed backup ${this.id}: ${err.message}`,
-      });
-      await rm(this.dir, { recursive: true, force: true });
-    });
-  }
-
-  private manifest(
-    disks: readonly Disk[],
-    sizes: readonly number[],
-    window: WindowFacts | undefined,
-    complete: boolean,
-    error?: string,
-  ): Manifest {
-    const d = this.decision;
-    return {
-      version: 1,
-      id: this.id,
-      guest: this.guest,
-      time: this.pointInTime ?? new Date().toISOString(),
-      level: d.level,
-      chain: this.chain!,
-      parent: d.parent?.manifest.id ?? null,
-      bitmap: this.newBitmap ?? d.parent!.manifest.bitmap,
-      reason: d.reason,
-      disks: disks.map((x, i) => ({
-        name: x.name,
-        node: x.node,
-        virtualSize: x.size,
-        file: imageName(x.name),
-        format: 'qcow2' as const,
-        bytesWritten: sizes[i]!,
-      })),
-      consistency: window?.consistency ?? 'none',
-      frozenWindowMs: window?.frozenWindowMs ?? null,
-      quiesceVersion: version(),
-      agentVersion: window?.agentVersion ?? null,
-      complete,
-      ...(error !== undefined ? { error } : {}),
-    };
+    await this.repoBackup.recordFailure(disks, error, log);
   }
 
   /** Lets go of the repository (the run's end, whatever happened). */
   async release(): Promise<void> {
-    await this.lock?.release();
-    this.lock = undefined;
+    await this.repoBackup.release();
   }
-
-  /** When QEMU accepted the transaction (the point in time), as ISO time. */
-  pointInTime: string | undefined;
 
   /**
    * Removes, before the freeze, bitmaps of this repository nothing will read
@@ -265,7 +182,7 @@ export class ChainBackup {
    * guest here than the chain's base (a failed run's, a replaced base's).
    */
   private async dropUnread(qmp: Qmp, found: readonly FoundDisk[], nodes: readonly NodeInfo[], log: Log): Promise<void> {
-    const catalog = this.catalog!;
+    const catalog = this.repoBackup.catalog;
     const keep = chainBase(catalog)?.manifest.bitmap;
     const ours = new Set(
       [...catalog.points.map((p) => p.manifest.id), ...catalog.unusable.map((u) => u.id)].map(bitmapName),
@@ -316,7 +233,7 @@ export interface LevelPreview {
   readonly guest: string;
   readonly level: 'full' | 'incremental' | 'differential' | 'unknown';
   readonly reason: string;
-  /** False when QEMU could not be asked (its bitmaps were not checked). */
+  /** False when QEMU (provider libvirt: libvirt) could not be asked (its bitmaps or checkpoints were not checked). */
   readonly checkedQemu: boolean;
 }
 

@@ -1,6 +1,7 @@
 import { createCipheriv, createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ConnectorSpec } from '../../../src/config/connector.js';
 import { guestAgent } from '../../../src/guest/connect.js';
 import type { GuestAgent } from '../../../src/guest/types.js';
 import { GUEST_DATA_MOUNT, type Guest } from './qemu.js';
@@ -36,9 +37,16 @@ export interface ExecOptions {
   readonly check?: boolean;
 }
 
+/**
+ * A guest these helpers work on: one booted by bootGuest (its agent socket),
+ * or one under libvirt (test/helpers/libvirt.ts: its agent through libvirt).
+ */
+export type OpsGuest = Pick<Guest, 'console' | 'consoleOffset' | 'waitForConsole'> &
+  ({ readonly qgaSocket: string } | { readonly agentConnector: ConnectorSpec });
+
 /** Runs `fn` with a fresh agent connection to the guest, closed afterwards. */
-export async function withAgent<T>(g: Guest, fn: (agent: GuestAgent) => Promise<T>): Promise<T> {
-  const agent = guestAgent({ kind: 'socket', path: g.qgaSocket });
+export async function withAgent<T>(g: OpsGuest, fn: (agent: GuestAgent) => Promise<T>): Promise<T> {
+  const agent = guestAgent('qgaSocket' in g ? { kind: 'socket', path: g.qgaSocket } : g.agentConnector);
   try {
     return await fn(agent);
   } finally {
@@ -51,7 +59,7 @@ export async function withAgent<T>(g: Guest, fn: (agent: GuestAgent) => Promise<
  * until it exited; out-data/err-data decoded from base64.
  */
 export async function guestExec(
-  g: Guest,
+  g: OpsGuest,
   path: string,
   args: readonly string[] = [],
   opts: ExecOptions = {},
@@ -101,7 +109,7 @@ export async function guestExec(
 
 /** Runs a busybox shell script in the guest (`/bin/sh -c SCRIPT sh ARGS…`); returns its stdout. */
 export async function guestSh(
-  g: Guest,
+  g: OpsGuest,
   script: string,
   args: readonly string[] = [],
   opts: ExecOptions = {},
@@ -116,7 +124,7 @@ export async function guestSh(
 }
 
 /** `sync` in the guest: dirty data and the ext4 journal reach the disk, and QEMU flushes its image (qcow2 metadata too). */
-export async function guestSync(g: Guest): Promise<void> {
+export async function guestSync(g: OpsGuest): Promise<void> {
   await guestSh(g, 'sync');
 }
 
@@ -124,7 +132,7 @@ export async function guestSync(g: Guest): Promise<void> {
  * sha256 of every regular file under `dir` in the guest (default /data),
  * leaving out `lost+found` at its top. Paths as in imageChecksums.
  */
-export async function guestChecksums(g: Guest, dir = GUEST_DATA_MOUNT): Promise<Checksums> {
+export async function guestChecksums(g: OpsGuest, dir = GUEST_DATA_MOUNT): Promise<Checksums> {
   const out = await guestSh(
     g,
     'cd "$1" && find . -path ./lost+found -prune -o -type f -print0 | xargs -0 -r sha256sum',
@@ -177,7 +185,7 @@ const WRITE_CHUNK = 1 << 20;
  * then `sync`s: when it returns, the file is on the disk.
  */
 export async function writeGuestFile(
-  g: Guest,
+  g: OpsGuest,
   path: string,
   opts: { bytes: number; seed: string | number },
 ): Promise<WrittenFile> {
@@ -211,7 +219,7 @@ export async function writeGuestFile(
  * the writer writes nothing until resumeWriter(). Returns N, the last file it
  * wrote (its number is the last line of /data/w/log).
  */
-export async function pauseWriter(g: Guest, timeoutMs = 120_000): Promise<number> {
+export async function pauseWriter(g: OpsGuest, timeoutMs = 120_000): Promise<number> {
   if (!WRITER_STARTED.test(g.console()))
     throw new Error('pauseWriter: this guest runs no writer (boot it with WRITER_ARG)');
   const since = g.consoleOffset();
@@ -227,7 +235,7 @@ export async function pauseWriter(g: Guest, timeoutMs = 120_000): Promise<number
 }
 
 /** Removes WRITER_PAUSE_FILE and waits for the writer's "writer resumed". */
-export async function resumeWriter(g: Guest, timeoutMs = 60_000): Promise<void> {
+export async function resumeWriter(g: OpsGuest, timeoutMs = 60_000): Promise<void> {
   const since = g.consoleOffset();
   const was = await guestSh(g, '[ -e "$1" ] || echo absent; rm -f "$1"', [WRITER_PAUSE_FILE]);
   if (was.trim() === 'absent') return; // not paused

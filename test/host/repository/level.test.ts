@@ -141,3 +141,28 @@ describe('decideLevel', () => {
     assert.equal(decide(disks, { fullEvery: { backups: 1 }, configured: 'incremental' }).level, 'incremental');
   });
 });
+
+describe('change tracking the caller found lost (libvirt: the checkpoint)', () => {
+  const input = {
+    fullEvery: {},
+    now: new Date('2026-12-04T00:00:00Z'),
+    catalog: catalog(chain),
+    disks: [disk([bm(bitmapName(I1))])],
+    untracked: () => `checkpoint ${bitmapName(I1)} is missing in libvirt`,
+  };
+  test('auto takes a full and says why', () => {
+    const d = decideLevel({ ...input, configured: 'auto' });
+    assert.equal(d.level, 'full');
+    assert.equal(d.reason, `checkpoint ${bitmapName(I1)} is missing in libvirt`);
+  });
+  test('a configured incremental fails before anything is frozen', () => {
+    assert.throws(() => decideLevel({ ...input, configured: 'incremental' }), /cannot take an incremental: checkpoint/);
+  });
+  test('a disk change is named first', () => {
+    const d = decideLevel({ ...input, configured: 'auto', disks: [disk([bm(bitmapName(I1))], 128 * MiB)] });
+    assert.match(d.reason, /disk vda was resized/);
+  });
+  test('undefined: the chain goes on', () => {
+    assert.equal(decideLevel({ ...input, configured: 'auto', untracked: () => undefined }).level, 'incremental');
+  });
+});

@@ -71,3 +71,76 @@ test('snapshot mode: qcow2 overlays, commit as configured', () => {
   assert.equal(s.format, 'qcow2');
   assert.equal(s.commit, false);
 });
+
+test('a repository: backup mode, qcow2, level auto, no target; prune without dir/match reads it; the plan fills its placeholders', () => {
+  const c = resolveConfig(
+    {
+      stateDir: '/tmp/q',
+      guests: {
+        g: {
+          connector: LV,
+          freeze: ['/data'],
+          snapshot: { provider: 'libvirt', repository: '/srv/repo/{job}', fullEvery: { backups: 7 } },
+          prune: { keepLast: 3 },
+          verify: { kind: 'fsck' },
+        },
+      },
+      jobs: { nightly: { guests: ['g'] } },
+    },
+    't',
+  );
+  const s = c.guests.get('g')!.snapshot;
+  assert.ok(s.provider === 'libvirt');
+  assert.equal(s.mode, 'backup');
+  assert.equal(s.format, 'qcow2');
+  assert.equal(s.target, undefined);
+  assert.deepEqual(s.repository, { dir: '/srv/repo/{job}', level: 'auto', fullEvery: { backups: 7 } });
+  assert.deepEqual(c.guests.get('g')!.prune, {
+    dir: undefined,
+    match: undefined,
+    keepLast: 3,
+    keepDaily: 0,
+    keepWeekly: 0,
+    keepMonthly: 0,
+  });
+  const values = { guest: 'g', job: 'nightly', runId: 'r', timestamp: 't', date: 'd', stateDir: '/s' };
+  const p = planSnapshot(s, values, { budgetMs: 10_000, timeouts: c.guests.get('g')!.timeouts });
+  assert.equal(p.provider === 'libvirt' && p.repository?.dir, '/srv/repo/nightly');
+});
+
+const refusedRepository: [string, Record<string, unknown>, RegExp][] = [
+  [
+    'target and repository',
+    { target: '/b/{disk}', repository: '/repo' },
+    /snapshot: give target or repository, not both/,
+  ],
+  [
+    'a repository in snapshot mode',
+    { repository: '/repo', mode: 'snapshot' },
+    /snapshot\.repository: only for mode backup/,
+  ],
+  ['a raw repository', { repository: '/repo', format: 'raw' }, /snapshot\.format: a repository keeps qcow2 images/],
+  [
+    'a repository that moves every run',
+    { repository: '/repo/{runId}' },
+    /snapshot\.repository: \{runId\} changes every run/,
+  ],
+  [
+    'level without a repository',
+    { target: '/b/{disk}', level: 'full' },
+    /snapshot: level and fullEvery need a repository/,
+  ],
+  [
+    'fullEvery with level full',
+    { repository: '/r', level: 'full', fullEvery: { age: '7d' } },
+    /fullEvery: only with level auto/,
+  ],
+];
+for (const [what, snapshot, message] of refusedRepository) {
+  test(`refused: ${what}`, () => {
+    assert.throws(
+      () => resolveConfig(guest(LV, snapshot), 't'),
+      (e: ConfigError) => message.test(e.message),
+    );
+  });
+}

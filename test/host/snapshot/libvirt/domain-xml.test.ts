@@ -3,7 +3,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { QuiesceError } from '../../../../src/errors.js';
-import { backupXml, parseDisks, snapshotXml } from '../../../../src/snapshot/libvirt/domain-xml.js';
+import {
+  backupXml,
+  checkpointXml,
+  parseCheckpointDisks,
+  parseDisks,
+  snapshotXml,
+  withoutParent,
+} from '../../../../src/snapshot/libvirt/domain-xml.js';
 import { pickDisks } from '../../../../src/snapshot/libvirt/session.js';
 import { snapshotFlags } from '../../../../src/snapshot/libvirt/overlay.js';
 import { SnapshotCreateFlags } from '../../../../src/libvirt/protocol.js';
@@ -97,4 +104,63 @@ test('snapshot flags: disk-only and atomic always, no metadata only when the ove
   assert.equal(snapshotFlags(true), F.DISK_ONLY | F.ATOMIC | F.NO_METADATA);
   assert.equal(snapshotFlags(false), F.DISK_ONLY | F.ATOMIC);
   assert.equal(snapshotFlags(true) & F.QUIESCE, 0);
+});
+
+const CHAIN_DOMAIN = `<domain><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/i/a.qcow2'/><target dev='vda'/></disk>
+<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/i/b.raw'/><target dev='vdb'/></disk>
+</devices></domain>`;
+
+test('chain backup XML: <incremental> names the base checkpoint; qcow2 targets; other disks backup=no', () => {
+  const all = parseDisks(CHAIN_DOMAIN);
+  const picked = pickDisks(all, ['vda'], '/repo/vm/C/I/{disk}.qcow2', { domain: 'd', guest: 'g' });
+  const xml = backupXml(all, picked, 'qcow2', { incremental: 'quiesce-20261207T030000Z-ab&c' });
+  assert.match(
+    xml,
+    /^<domainbackup mode='push'>\n {2}<incremental>quiesce-20261207T030000Z-ab&amp;c<\/incremental>\n {2}<disks>/,
+  );
+  assert.match(
+    xml,
+    /<disk name='vda' backup='yes' type='file'><target file='\/repo\/vm\/C\/I\/vda\.qcow2'\/><driver type='qcow2'\/><\/disk>/,
+  );
+  assert.match(xml, /<disk name='vdb' backup='no'\/>/);
+  assert.doesNotMatch(backupXml(all, picked, 'qcow2'), /incremental/);
+});
+
+test('checkpoint XML: the name, a bitmap on each picked disk, checkpoint=no on the others', () => {
+  const all = parseDisks(CHAIN_DOMAIN);
+  const picked = pickDisks(all, ['vda'], '/x/{disk}', { domain: 'd', guest: 'g' });
+  const xml = checkpointXml('quiesce-20261207T030000Z-abcd', all, picked);
+  assert.match(xml, /^<domaincheckpoint>\n {2}<name>quiesce-20261207T030000Z-abcd<\/name>/);
+  assert.match(xml, /<disk name='vda' checkpoint='bitmap'\/>/);
+  assert.match(xml, /<disk name='vdb' checkpoint='no'\/>/);
+  assert.deepEqual(parseCheckpointDisks(xml), [
+    { name: 'vda', checkpoint: 'bitmap', bitmap: undefined, size: undefined },
+    { name: 'vdb', checkpoint: 'no', bitmap: undefined, size: undefined },
+  ]);
+});
+
+test('checkpoint disks as checkpoint-dumpxml --size shows them; the <domain> copy inside is not read', () => {
+  const dumped = `<domaincheckpoint>
+  <name>quiesce-x</name>
+  <parent><name>quiesce-w</name></parent>
+  <creationTime>1765076400</creationTime>
+  <disks>
+    <disk name='vda' checkpoint='bitmap' bitmap='quiesce-x' size='1048576'/>
+    <disk name='vdb' checkpoint='no'/>
+  </disks>
+  <domain type='qemu'><devices><disk type='file' device='disk'><target dev='vdc'/></disk></devices>
+    <disks><disk name='vdz' checkpoint='bitmap'/></disks></domain>
+</domaincheckpoint>`;
+  assert.deepEqual(parseCheckpointDisks(dumped), [
+    { name: 'vda', checkpoint: 'bitmap', bitmap: 'quiesce-x', size: 1048576 },
+    { name: 'vdb', checkpoint: 'no', bitmap: undefined, size: undefined },
+  ]);
+  assert.deepEqual(parseCheckpointDisks('<domaincheckpoint><name>n</name></domaincheckpoint>'), []);
+  // For a redefine after the parent was deleted: the checkpoint's own <parent> goes, the rest stays.
+  const alone = withoutParent(dumped);
+  assert.doesNotMatch(alone, /quiesce-w/);
+  assert.match(alone, /<name>quiesce-x<\/name>/);
+  assert.equal(alone.slice(alone.indexOf('<domain ')), dumped.slice(dumped.indexOf('<domain ')));
+  assert.deepEqual(parseCheckpointDisks(alone), parseCheckpointDisks(dumped));
 });
