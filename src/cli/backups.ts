@@ -8,6 +8,7 @@ import { backupRows, formatBytes, type BackupRow } from '../repository/list.js';
 import { restorePoint, type RestoreFormat, type RestoreResult } from '../repository/restore.js';
 import { progressReporter } from '../log/progress.js';
 import { EXIT } from '../workflow/exit-code.js';
+import { SignalGuard } from '../workflow/signals.js';
 import type { CliContext } from './context.js';
 
 /** Where a command finds a guest's repository: the config (with --job for {job}), or --repository. */
@@ -179,8 +180,6 @@ export interface RestoreCliOptions extends RepositoryChoice {
   readonly format: RestoreFormat;
 }
 
-const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
-
 /**
  * `quiesce restore GUEST --to DIR`: the point (newest, or --at) into DIR.
  * SIGINT/SIGTERM/SIGHUP stop qemu-img, remove what was written, and exit 128+n.
@@ -193,16 +192,10 @@ export async function restoreGuest(ctx: CliContext, guest: string, o: RestoreCli
       ? await givenRepository(o.repository)
       : resolveRepository(await ctx.loadConfig(), guest, o.job);
   const point = findPoint(await readCatalog(repo, guest), o.at);
+  // A signal stops the work and its clean-up runs; the exit is 128+n.
+  const signals = new SignalGuard(ctx.log, 'stopping the restore and removing what it wrote').install();
   const controller = new AbortController();
-  let received: keyof typeof SIGNALS | undefined;
-  const handlers = (Object.keys(SIGNALS) as (keyof typeof SIGNALS)[]).map((sig) => {
-    const h = (): void => {
-      received ??= sig;
-      controller.abort(new QuiesceError('INTERRUPTED', `received ${sig}: stopped; removed what this restore wrote`));
-    };
-    process.on(sig, h);
-    return [sig, h] as const;
-  });
+  signals.register(controller);
   // The copy's progress goes to the display or the log as `progress` events (--quiet: nowhere).
   const report = ctx.progress.mode === 'off' ? undefined : progressReporter(ctx.log, guest, 'restore');
   try {
@@ -217,11 +210,12 @@ export async function restoreGuest(ctx: CliContext, guest: string, o: RestoreCli
     return EXIT.OK;
   } catch (err) {
     ctx.progress.end();
-    if (received === undefined) throw err;
+    const code = signals.exitCode();
+    if (code === undefined) throw err;
     process.stderr.write(`quiesce: ${(err as Error).message}\n`);
-    return 128 + SIGNALS[received];
+    return code;
   } finally {
-    for (const [sig, h] of handlers) process.off(sig, h);
+    signals.uninstall();
   }
 }
 

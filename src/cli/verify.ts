@@ -4,6 +4,7 @@ import { QuiesceError } from '../errors.js';
 import { findPoint, readCatalog } from '../repository/catalog.js';
 import { formatVerify, verifyAndRecord, type VerifySpec } from '../verify/index.js';
 import { EXIT } from '../workflow/exit-code.js';
+import { SignalGuard } from '../workflow/signals.js';
 import { givenRepository, resolveRepository, type RepositoryChoice } from './backups.js';
 import type { CliContext } from './context.js';
 
@@ -11,8 +12,6 @@ export interface VerifyCliOptions extends RepositoryChoice {
   readonly at?: string | undefined;
   readonly kind?: string | undefined;
 }
-
-const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
 
 /**
  * What to verify with: --kind, or the guest's configured kind. fsck runs
@@ -54,27 +53,20 @@ export async function verifyGuest(ctx: CliContext, guest: string, o: VerifyCliOp
   const repo =
     o.repository !== undefined ? await givenRepository(o.repository) : resolveRepository(config!, guest, o.job);
   const point = findPoint(await readCatalog(repo, guest), o.at);
+  // A signal stops the work and its clean-up runs; the exit is 128+n.
+  const signals = new SignalGuard(ctx.log, 'stopping the verify and removing its temporary files').install();
   const controller = new AbortController();
-  let received: keyof typeof SIGNALS | undefined;
-  const handlers = (Object.keys(SIGNALS) as (keyof typeof SIGNALS)[]).map((sig) => {
-    const h = (): void => {
-      received ??= sig;
-      controller.abort(
-        new QuiesceError('INTERRUPTED', `received ${sig}: stopped; removed the verify's temporary files`),
-      );
-    };
-    process.on(sig, h);
-    return [sig, h] as const;
-  });
+  signals.register(controller);
   try {
     const result = await verifyAndRecord(point, spec, { log: ctx.log, signal: controller.signal });
     ctx.print(result, formatVerify(result));
     return result.ok ? EXIT.OK : EXIT.FAILED;
   } catch (err) {
-    if (received === undefined) throw err;
+    const code = signals.exitCode();
+    if (code === undefined) throw err;
     process.stderr.write(`quiesce: ${(err as Error).message}\n`);
-    return 128 + SIGNALS[received];
+    return code;
   } finally {
-    for (const [sig, h] of handlers) process.off(sig, h);
+    signals.uninstall();
   }
 }

@@ -19,14 +19,14 @@ export interface CopiedDisk {
   readonly size: number;
 }
 
-/** The frozen window as the run saw it (the snapshot layer's WindowFacts). */
+/** The frozen window as the run saw it (the snapshot layer calls it WindowFacts). */
 export interface WindowRecord {
   readonly frozenWindowMs: number | undefined;
   readonly consistency: 'application' | 'filesystem' | 'crash' | 'none';
   readonly agentVersion: string | undefined;
 }
 
-/** The backup as the run report shows it (the snapshot layer's BackupRecord). */
+/** The backup as the run report shows it (the snapshot layer calls it BackupRecord). */
 export interface RepositoryRecord {
   readonly repository: string;
   readonly id: string;
@@ -34,6 +34,7 @@ export interface RepositoryRecord {
   readonly level: 'full' | 'incremental' | 'differential';
   readonly parent: string | null;
   readonly reason: string;
+  /** Bytes the images take, once the copy completed. */
   bytesWritten?: number;
 }
 

@@ -1,4 +1,5 @@
 import type { Log } from '../log/logger.js';
+import type { RepositoryRecord, WindowRecord } from '../repository/backup.js';
 
 import type { CommandSnapshotConfig, LibvirtSnapshotConfig, QmpSnapshotConfig } from '../config/types.js';
 
@@ -33,23 +34,10 @@ export interface SnapshotContext {
 }
 
 /** What the run knows of the frozen window once it ended (recorded with a backup). */
-export interface WindowFacts {
-  readonly frozenWindowMs: number | undefined;
-  readonly consistency: 'application' | 'filesystem' | 'crash' | 'none';
-  readonly agentVersion: string | undefined;
-}
+export type WindowFacts = WindowRecord;
 
-/** A backup in a repository, as the run report shows it. */
-export interface BackupRecord {
-  readonly repository: string;
-  readonly id: string;
-  readonly chain: string;
-  readonly level: 'full' | 'incremental' | 'differential';
-  readonly parent: string | null;
-  readonly reason: string;
-  /** Bytes the images take, once the copy completed. */
-  bytesWritten?: number;
-}
+/** A backup in a repository, as the run report shows it (bytesWritten filled once the copy completed). */
+export type BackupRecord = RepositoryRecord;
 
 /** What a provider leaves running after the point in time is fixed (a block job still copying). */
 export interface SnapshotTaken {

@@ -16,7 +16,11 @@ export class SignalGuard {
   private readonly handlers = new Map<HandledSignal, () => void>();
   received: HandledSignal | undefined;
 
-  constructor(private readonly log: Log) {}
+  /** `action`: what the log says happens now (a run stops its steps and thaws; a restore removes what it wrote). */
+  constructor(
+    private readonly log: Log,
+    private readonly action = 'stopping the running steps, thawing what is frozen, then exiting',
+  ) {}
 
   install(): this {
     for (const sig of HANDLED) {
@@ -35,11 +39,7 @@ export class SignalGuard {
   /** Also used by tests to simulate a signal. */
   trigger(sig: HandledSignal): void {
     this.received ??= sig;
-    this.log({
-      kind: 'signal',
-      signal: sig,
-      action: 'stopping the running steps, thawing what is frozen, then exiting',
-    });
+    this.log({ kind: 'signal', signal: sig, action: this.action });
     for (const c of this.controllers) c.abort(new QuiesceError('INTERRUPTED', `received ${sig}`));
   }
 

@@ -202,16 +202,8 @@ export class LibvirtChain {
     this.backup = new RepositoryBackup(repo, guest, now);
   }
 
-  get id(): string {
-    return this.backup.id;
-  }
-
   get decision(): LevelDecision {
     return this.backup.decision;
-  }
-
-  get dir(): string {
-    return this.backup.dir;
   }
 
   /** The checkpoint the copy reads (`<incremental>`), for an incremental or a differential. */

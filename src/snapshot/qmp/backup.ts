@@ -184,7 +184,7 @@ class QmpBackup implements SnapshotProvider {
     chain?.sent();
     await run.session.take(ctx.signal);
     if (!chain) return { files: run.session.targets, complete: (c) => this.complete(run, c) };
-    chain.pointInTime = new Date().toISOString();
+    chain.started();
     const backup = chain.record();
     return { files: run.session.targets, backup, complete: (c) => this.complete(run, c, backup) };
   }

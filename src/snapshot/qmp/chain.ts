@@ -44,31 +44,13 @@ export class ChainBackup {
     this.repoBackup = new RepositoryBackup(repo, guest, now);
   }
 
-  get id(): string {
-    return this.repoBackup.id;
-  }
-
   get decision(): LevelDecision {
     return this.repoBackup.decision;
-  }
-
-  /** The backup's folder (known once decided). */
-  get dir(): string {
-    return this.repoBackup.dir;
   }
 
   /** The bitmap this backup starts, if any (a differential starts none). */
   get newBitmap(): string | undefined {
     return this.repoBackup.newBitmap;
-  }
-
-  /** When QEMU accepted the transaction (the point in time), as ISO time. */
-  get pointInTime(): string | undefined {
-    return this.repoBackup.pointInTime;
-  }
-
-  set pointInTime(t: string | undefined) {
-    this.repoBackup.pointInTime = t;
   }
 
   /**
@@ -82,11 +64,7 @@ export class ChainBackup {
       qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true }),
     ]);
     const byNode = new Map(nodes.map((n) => [n['node-name'], n]));
-    const live: LiveDisk[] = found.map((d) => ({
-      name: d.name,
-      size: d.size,
-      bitmaps: byNode.get(d.node)?.['dirty-bitmaps'] ?? [],
-    }));
+    const live = liveDisks(found, nodes);
     for (const d of found) this.persistent.set(d.name, byNode.get(d.node)?.drv === 'qcow2');
     const transient = found.filter((d) => !this.persistent.get(d.name)).map((d) => d.name);
     const template = await this.repoBackup.decide(live, log, {
@@ -134,6 +112,11 @@ export class ChainBackup {
   /** The transaction was sent: QEMU may hold the new bitmap from now on. */
   sent(): void {
     this.added = this.newBitmap !== undefined;
+  }
+
+  /** QEMU accepted the transaction: the point in time. */
+  started(at = new Date()): void {
+    this.repoBackup.pointInTime = at.toISOString();
   }
 
   /** For the report, from the window on. */
@@ -228,6 +211,12 @@ export class ChainBackup {
   }
 }
 
+/** The disks with the bitmaps QEMU has on their nodes, as the level decision reads them. */
+function liveDisks(found: readonly FoundDisk[], nodes: readonly NodeInfo[]): LiveDisk[] {
+  const byNode = new Map(nodes.map((n) => [n['node-name'], n]));
+  return found.map((d) => ({ name: d.name, size: d.size, bitmaps: byNode.get(d.node)?.['dirty-bitmaps'] ?? [] }));
+}
+
 /** What `quiesce plan` says of a repository backup: the level a run would take now, and why. */
 export interface LevelPreview {
   readonly guest: string;
@@ -265,13 +254,8 @@ export async function previewLevel(
   try {
     const found = await resolveDisks(qmp, s.disks, { anyNode: true, guest });
     const nodes = await qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true });
-    const disks = found.map((d) => ({
-      name: d.name,
-      size: d.size,
-      bitmaps: nodes.find((n) => n['node-name'] === d.node)?.['dirty-bitmaps'] ?? [],
-    }));
     try {
-      const d = decideLevel({ ...input, disks });
+      const d = decideLevel({ ...input, disks: liveDisks(found, nodes) });
       return { guest, level: d.level, reason: d.reason, checkedQemu: true };
     } catch (err) {
       return { guest, level: 'unknown', reason: `the run would fail: ${(err as Error).message}`, checkedQemu: true };
