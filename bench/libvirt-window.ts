@@ -12,7 +12,10 @@
  * Runs interleave (one of each method per round, fresh processes, the same pause before each), so a slow
  * spell of the host falls on all alike. Also: quiesce's connect/preflight/prepare per guest (from its run
  * report) and whole-run wall times (process start → exit).
- * Needs root, libvirtd (started like the tests do) and qemu-ga. BENCH_N rounds (default 6), BENCH_PAUSE_MS.
+ * Where a run's wall time goes: the run report's own duration (config loaded, from the executor's start to
+ * its end) against the process's wall time, and `node bin.js --version` (the CLI's start-up floor) each round.
+ * Needs root, libvirtd (started like the tests do) and qemu-ga. BENCH_N rounds (default 6), BENCH_PAUSE_MS,
+ * QUIESCE_BIN (the CLI to run; default dist/src/bin.js).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,7 +30,7 @@ import { defineGuest, ensureLibvirtd, LIBVIRT_URI, libvirtUnavailable, virsh } f
 const N = Number(process.env['BENCH_N'] ?? 6);
 const PAUSE_MS = Number(process.env['BENCH_PAUSE_MS'] ?? 1000);
 const PROBE_MS = 10;
-const BIN = fileURLToPath(new URL('../dist/src/bin.js', import.meta.url));
+const BIN = process.env['QUIESCE_BIN'] ?? fileURLToPath(new URL('../dist/src/bin.js', import.meta.url));
 const PROBE_LINE = /QUIESCE-PROBE: (\d+) ([\d.]+)/g;
 
 const median = (xs: number[]): number => {
@@ -73,6 +76,9 @@ interface Sample {
   wallMs: number;
   /** quiesce only: connect + preflight, and the provider's set-up. */
   preflightMs?: number;
+  connectMs?: number;
+  /** quiesce only: the run report's duration (executor start to end); wall minus this is process start-up and exit. */
+  runMs?: number;
   prepareMs?: number;
   windowMs?: number;
 }
@@ -81,6 +87,8 @@ await ensureLibvirtd();
 const dir = mkdtempSync(join(tmpdir(), 'bench-libvirt-'));
 const guest = await defineGuest({ agent: 'qemu-ga', dataDiskMB: 64 });
 const samples = new Map<Method, Sample[]>(METHODS.map((m) => [m, []]));
+/** `node bin.js --version`, once a round: the CLI's start-up and exit with no work. */
+const startupMs: number[] = [];
 try {
   const dom = guest.name;
   await guest.agentCommand('guest-exec', { path: '/usr/bin/node', arg: ['-e', PROBE] });
@@ -169,6 +177,8 @@ try {
       const g = report.guests[0]!;
       const step = (n: string): number => g.steps.find((x) => x.name === n)?.durationMs ?? NaN;
       s.preflightMs = step('connect') + step('preflight');
+      s.connectMs = step('connect');
+      s.runMs = report.durationMs;
       s.prepareMs = step('snapshot-prepare');
       s.windowMs = g.frozenWindowMs!;
       for (const file of g.snapshotFiles ?? []) if (m === 'q-backup') rmSync(file, { force: true });
@@ -184,6 +194,9 @@ try {
       await sleep(PAUSE_MS);
       samples.get(m)!.push(await one(m, i));
     }
+    const t0 = performance.now();
+    spawnSync(process.execPath, [BIN, '--version'], { stdio: 'ignore' });
+    startupMs.push(performance.now() - t0);
   }
 } finally {
   await guest.destroy();
@@ -199,7 +212,7 @@ for (const m of METHODS) {
   console.log(
     `${m.padEnd(14)} writes blocked median ${f(med(m, 'blockedMs'))} ms (max ${f(Math.max(...xs.map((s) => s.blockedMs)))}), wall median ${f(med(m, 'wallMs'))} ms` +
       (xs[0]!.preflightMs !== undefined
-        ? `; connect+preflight ${f(med(m, 'preflightMs'))} ms, provider prepare ${f(med(m, 'prepareMs'))} ms, frozen window ${f(med(m, 'windowMs'))} ms`
+        ? `; connect+preflight ${f(med(m, 'preflightMs'))} ms (connect ${f(med(m, 'connectMs'))}), provider prepare ${f(med(m, 'prepareMs'))} ms, frozen window ${f(med(m, 'windowMs'))} ms, run report ${f(med(m, 'runMs'))} ms of the wall`
         : ''),
   );
 }
@@ -212,4 +225,7 @@ console.log(
   `wall: q-snapshot / 3-line script ${(med('q-snapshot', 'wallMs') / med('virsh-3line', 'wallMs')).toFixed(2)}x (target ≤ 1.5x); ` +
     `q-backup / 3-line ${(med('q-backup', 'wallMs') / med('virsh-3line', 'wallMs')).toFixed(2)}x; ` +
     `preflight (connect+preflight) median ${f(median([...samples.get('q-snapshot')!, ...samples.get('q-backup')!].map((s) => s.preflightMs!)))} ms (target ≤ 20 ms)`,
+);
+console.log(
+  `start-up: \`node bin.js --version\` median ${f(median(startupMs))} ms; q-snapshot wall outside the run report ${f(median(samples.get('q-snapshot')!.map((s) => s.wallMs - s.runMs!)))} ms`,
 );

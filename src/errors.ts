@@ -6,6 +6,8 @@ export type ErrorCode =
   | 'OUT_OF_SYNC'
   | 'LOCKED'
   | 'REPLY_TOO_LARGE'
+  /** A command too large for the channel it would go through; refused before a byte was sent. */
+  | 'COMMAND_TOO_LARGE'
   | 'CONNECT_FAILED'
   | 'COMMAND_UNAVAILABLE'
   | 'CONFIG'

@@ -14,6 +14,11 @@ export interface GuestAgent {
   readonly address: string;
   execute(command: string, args?: Record<string, unknown>, opts?: ExecOptions): Promise<unknown>;
   close(): Promise<void>;
+  /**
+   * True when commands may be sent while others are pending, each matched to its own reply (libvirt:
+   * one RPC call per command). Others run one at a time, so sending ahead gains nothing there.
+   */
+  readonly concurrent?: boolean;
 }
 
 /** Commands the protocol defines as sending no reply on success. */

@@ -175,11 +175,15 @@ export class LibvirtConnection {
         if (complete !== 1)
           throw new QuiesceError('CONNECT_FAILED', `${rpc.address}: polkit authentication incomplete`);
       }
-      if (opts.keepalive ?? true) await conn.supportsFeature(DrvFeature.PROGRAM_KEEPALIVE);
+      // The keepalive feature is asked before connect-open (as libvirt's client does) but needs no open
+      // connection in libvirtd: both go at once, one round trip.
+      const keepalive = (opts.keepalive ?? true) ? conn.supportsFeature(DrvFeature.PROGRAM_KEEPALIVE) : undefined;
+      keepalive?.catch(() => undefined);
       await conn.call(REMOTE_PROGRAM, RemoteProc.CONNECT_OPEN, (w) => {
         writeOptString(w, uri);
         w.uint(opts.readOnly ? 1 : 0);
       });
+      await keepalive;
       return conn;
     } catch (err) {
       rpc.close();

@@ -28,10 +28,23 @@ export async function preflight(
   o: { readonly guest: string; readonly freeze: 'all' | readonly string[]; readonly timeoutMs: number },
 ): Promise<PreflightResult> {
   const exec = (command: string): Promise<unknown> => agent.execute(command, undefined, { timeoutMs: o.timeoutMs });
-  const caps = parseCapabilities(await exec('guest-info'));
+  // An agent that takes concurrent commands gets all three at once (they only read); the answers of
+  // commands guest-info then shows disabled are dropped. Others are asked one by one, as needed.
+  const info = exec('guest-info');
+  const ahead = agent.concurrent
+    ? new Map(['guest-fsfreeze-status', 'guest-get-fsinfo'].map((c) => [c, settle(exec(c))]))
+    : undefined;
+  const ask = async (command: string): Promise<unknown> => {
+    const early = ahead?.get(command);
+    if (!early) return exec(command);
+    const r = await early;
+    if (!r.ok) throw r.error;
+    return r.value;
+  };
+  const caps = parseCapabilities(await info);
   const problems: QuiesceError[] = [];
   // Status first: a frozen agent disables the freeze commands, and "already frozen" is the real news.
-  const status = isEnabled(caps, 'guest-fsfreeze-status') ? String(await exec('guest-fsfreeze-status')) : undefined;
+  const status = isEnabled(caps, 'guest-fsfreeze-status') ? String(await ask('guest-fsfreeze-status')) : undefined;
   if (status !== undefined && status !== 'thawed') {
     problems.push(
       new QuiesceError(
@@ -59,7 +72,7 @@ export async function preflight(
   let mountpoints: string[] | undefined;
   let notMounted: string[] = [];
   if (isEnabled(caps, 'guest-get-fsinfo')) {
-    const fsinfo = (await exec('guest-get-fsinfo')) as { mountpoint?: unknown }[];
+    const fsinfo = (await ask('guest-get-fsinfo')) as { mountpoint?: unknown }[];
     mountpoints = fsinfo.map((f) => String(f.mountpoint));
     if (o.freeze !== 'all') {
       const mounted = new Set(mountpoints);
@@ -71,4 +84,12 @@ export async function preflight(
     }
   }
   return { caps, status, missingCommands, watchdog: hasWatchdog(caps), mountpoints, notMounted, problems };
+}
+
+/** A promise's outcome, so that one never looked at is no unhandled rejection. */
+function settle<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
+  return p.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
 }

@@ -1,6 +1,8 @@
+import { randomInt } from 'node:crypto';
 import { isQDict, JsonStreamer, type Message } from 'quiesce-agent/protocol';
 import type { LibvirtTarget } from '../../config/connector.js';
 import { AgentError, QuiesceError } from '../../errors.js';
+import { LibvirtError } from '../../libvirt/error.js';
 import { libvirtPool, NativeUnavailable, type LibvirtLease, type LibvirtPool } from '../../libvirt/pool.js';
 import { DEFAULT_MAX_REPLY_BYTES } from '../stream-client.js';
 import { defaultTimeout, NO_REPLY_COMMANDS, SAFE_TO_RETRY, type ExecOptions, type GuestAgent } from '../types.js';
@@ -15,7 +17,24 @@ export interface LibvirtAgentOptions {
   readonly onWarning?: (message: string) => void;
   /** The connection pool (tests pass their own; default: the process's, shared by a run's guests). */
   readonly pool?: LibvirtPool;
+  /** Largest command accepted (JSON text, bytes; default MAX_LIBVIRT_COMMAND_BYTES). Tests raise it to corrupt a channel. */
+  readonly maxCommandBytes?: number;
 }
+
+/**
+ * The largest agent command (its JSON text, in bytes) sent through libvirt. libvirt (9.0) writes a
+ * command to the agent's socket without blocking, and when a write is cut short it counts none of it
+ * and sends the command again from its start: a command bigger than the socket's send buffer
+ * (net.core.wmem_default, 208 KiB by default; 200 KiB went through and 256 KiB did not) reaches the
+ * agent garbled, gets no reply, and leaves the agent's later replies one command off. Well below that.
+ */
+export const MAX_LIBVIRT_COMMAND_BYTES = 128 * 1024;
+
+/** guest-sync round trips a resync tries before giving up: each consumes at most one stale reply. */
+const RESYNC_ATTEMPTS = 8;
+
+/** An agent error that says the agent read something other than what was sent (both agents word it so). */
+const GARBLED = /JSON parse error/i;
 
 /** Extra time our own call waits beyond libvirt's agent timeout, so libvirt's answer (its timeout error too) comes first. */
 const CALL_MARGIN_MS = 1500;
@@ -33,10 +52,19 @@ const warned = new Set<string>();
  */
 export class LibvirtAgent implements GuestAgent {
   readonly address: string;
+  /** Each command is its own RPC call, matched by serial: callers may send several at once. */
+  readonly concurrent = true;
   private lease: LibvirtLease | undefined;
   private virsh: VirshAgent | undefined;
   private closed = false;
   private readonly maxReplyBytes: number;
+  /**
+   * Set when a command's reply may still be on its way (a timeout) or the channel was garbled: the
+   * next command first resyncs (guest-sync with a fresh id until that id comes back), so that no late
+   * reply is taken for a later command's.
+   */
+  private unsure = false;
+  private resyncing: Promise<void> | undefined;
 
   constructor(
     private readonly target: LibvirtTarget,
@@ -53,6 +81,8 @@ export class LibvirtAgent implements GuestAgent {
 
   async execute(command: string, args?: Record<string, unknown>, opts: ExecOptions = {}): Promise<unknown> {
     if (this.closed) throw new QuiesceError('CHANNEL_GONE', `${this.address}: client closed`, { guest: this.address });
+    const request = JSON.stringify(args === undefined ? { execute: command } : { execute: command, arguments: args });
+    this.checkSize(command, request);
     if (this.virsh) return this.virsh.execute(command, args, opts);
     try {
       this.lease ??= (this.opts.pool ?? libvirtPool).lease(this.target.uri, this.address);
@@ -62,7 +92,19 @@ export class LibvirtAgent implements GuestAgent {
       await this.fallBack(err);
       return this.virsh!.execute(command, args, opts);
     }
-    return this.viaRpc(this.lease, command, args, opts);
+    return this.viaRpc(this.lease, command, request, opts);
+  }
+
+  /** Refuses, before anything is sent, a command libvirt would garble (virsh goes through libvirtd too). */
+  private checkSize(command: string, request: string): void {
+    const max = this.opts.maxCommandBytes ?? MAX_LIBVIRT_COMMAND_BYTES;
+    const size = Buffer.byteLength(request);
+    if (size > max)
+      throw new QuiesceError(
+        'COMMAND_TOO_LARGE',
+        `${this.address}: ${command} is ${size} bytes of JSON, more than the ${max} libvirt passes to the agent intact (send less per command: smaller guest-file-write chunks)`,
+        { guest: this.address },
+      );
   }
 
   private async fallBack(why: NativeUnavailable): Promise<void> {
@@ -79,14 +121,25 @@ export class LibvirtAgent implements GuestAgent {
     }
   }
 
-  private async viaRpc(
+  private async viaRpc(lease: LibvirtLease, command: string, request: string, opts: ExecOptions): Promise<unknown> {
+    const timeoutMs = opts.timeoutMs ?? defaultTimeout(command);
+    if (this.unsure) await this.resync(lease, timeoutMs, opts.signal);
+    try {
+      return await this.once(lease, command, request, timeoutMs, opts.signal);
+    } catch (err) {
+      if (suspect(err)) this.unsure = true;
+      throw err;
+    }
+  }
+
+  /** One command through libvirt, its reply parsed. */
+  private async once(
     lease: LibvirtLease,
     command: string,
-    args: Record<string, unknown> | undefined,
-    opts: ExecOptions,
+    request: string,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
   ): Promise<unknown> {
-    const request = JSON.stringify(args === undefined ? { execute: command } : { execute: command, arguments: args });
-    const timeoutMs = opts.timeoutMs ?? defaultTimeout(command);
     const noReply = NO_REPLY_COMMANDS.has(command);
     let text: string | undefined;
     try {
@@ -96,7 +149,7 @@ export class LibvirtAgent implements GuestAgent {
           conn.agentCommand(dom, request, {
             agentTimeoutSec: Math.max(1, Math.ceil(timeoutMs / 1000)),
             timeoutMs: timeoutMs + CALL_MARGIN_MS,
-            ...(opts.signal ? { signal: opts.signal } : {}),
+            ...(signal ? { signal } : {}),
           }),
         { retryOnDrop: SAFE_TO_RETRY.has(command), lookup: { timeoutMs } },
       );
@@ -108,6 +161,51 @@ export class LibvirtAgent implements GuestAgent {
     }
     if (noReply || text === undefined) return undefined;
     return this.parse(command, text);
+  }
+
+  /**
+   * guest-sync with a fresh id until the agent echoes that id: every stale reply still queued in
+   * libvirt's channel is consumed by one of these, never by a real command. A garbled channel can also
+   * swallow a sync whole (the agent's parser still inside the garbage: libvirt then times out), so a
+   * timeout is retried too. Bounded by RESYNC_ATTEMPTS and by `timeoutMs` in all; concurrent commands
+   * share one resync. Fails with the last timeout, or OUT_OF_SYNC when the replies stayed someone else's.
+   */
+  private resync(lease: LibvirtLease, timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+    this.resyncing ??= (async () => {
+      const deadline = performance.now() + timeoutMs;
+      let last: QuiesceError | undefined;
+      try {
+        for (let i = 0; i < RESYNC_ATTEMPTS && performance.now() < deadline; i++) {
+          const id = randomInt(1, 2 ** 31);
+          const request = JSON.stringify({ execute: 'guest-sync', arguments: { id } });
+          let got: unknown;
+          try {
+            got = await this.once(lease, 'guest-sync', request, Math.max(1000, deadline - performance.now()), signal);
+          } catch (err) {
+            // A stale error reply, a garbled one, or a sync the garbage swallowed: try again. Anything else stops.
+            const again =
+              err instanceof AgentError ||
+              (err instanceof QuiesceError && (err.code === 'OUT_OF_SYNC' || err.code === 'TIMEOUT'));
+            if (!again || signal?.aborted) throw err;
+            last = err as QuiesceError;
+            continue;
+          }
+          if (got === id || got === BigInt(id)) {
+            this.unsure = false;
+            return;
+          }
+        }
+        if (last?.code === 'TIMEOUT') throw last;
+        throw new QuiesceError(
+          'OUT_OF_SYNC',
+          `${this.address}: the agent's replies stayed out of step with its commands (guest-sync never echoed its id)`,
+          { guest: this.address },
+        );
+      } finally {
+        this.resyncing = undefined;
+      }
+    })();
+    return this.resyncing;
   }
 
   /** The agent's reply as libvirt passed it on (JSON text), parsed as the stream client parses (exact integers). */
@@ -128,6 +226,7 @@ export class LibvirtAgent implements GuestAgent {
       m = undefined;
     }
     if (!m?.ok || !isQDict(m.value)) {
+      this.unsure = true;
       throw new QuiesceError(
         'OUT_OF_SYNC',
         `${this.address}: libvirt passed on a reply to ${command} that is not a JSON object`,
@@ -144,6 +243,7 @@ export class LibvirtAgent implements GuestAgent {
       const desc = typeof d.get('desc') === 'string' ? (d.get('desc') as string) : '(no description)';
       throw new AgentError(command, cls, desc, this.address);
     }
+    this.unsure = true;
     throw new QuiesceError('OUT_OF_SYNC', `${this.address}: reply to ${command} is neither return nor error`, {
       guest: this.address,
     });
@@ -155,4 +255,15 @@ export class LibvirtAgent implements GuestAgent {
     this.lease = undefined;
     await this.virsh?.close();
   }
+}
+
+/**
+ * A failure after which a reply may still come, or may already be one command off: a timeout, libvirt
+ * saying the agent is out of sync, or the agent saying it could not parse what it read. (A reply that
+ * does not parse is flagged where it is parsed; RPC framing errors close the connection, not the channel.)
+ */
+function suspect(err: unknown): boolean {
+  if (err instanceof AgentError) return GARBLED.test(err.desc);
+  if (!(err instanceof QuiesceError)) return false;
+  return err.code === 'TIMEOUT' || (err.code === 'OUT_OF_SYNC' && err.cause instanceof LibvirtError);
 }

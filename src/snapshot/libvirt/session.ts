@@ -157,10 +157,13 @@ export class LibvirtSession {
       }
       const { conn, dom } = found;
       const call = { timeoutMs: s.commandTimeoutMs };
+      // Both asked at once (one round trip); the XML is only read once the state is known to be fine.
+      const xml = conn.getXmlDesc(dom, 0, call);
+      xml.catch(() => undefined);
       const state = await conn.getState(dom, call);
       if (state.state !== DomainState.RUNNING && state.state !== DomainState.PAUSED)
         throw new QuiesceError('STEP_FAILED', `domain ${s.domain} is not running (state ${state.state})`, { guest });
-      const all = parseDisks(await conn.getXmlDesc(dom, 0, call));
+      const all = parseDisks(await xml);
       const chosen = chooseDisks(all, s.disks, { domain: s.domain, guest });
       const target = o.target ? await o.target({ lease, conn, dom, disks: chosen }) : s.target;
       if (target === undefined) throw new QuiesceError('CONFIG', `no target for the libvirt ${s.mode}`, { guest });

@@ -177,11 +177,12 @@ export interface WrittenFile {
   readonly sha256: string;
 }
 
-const WRITE_CHUNK = 1 << 20;
+/** 64 KiB: libvirt 9.0 garbles agent commands above its socket buffer (~208 KiB); quiesce refuses > 128 KiB. */
+const WRITE_CHUNK = 64 << 10;
 
 /**
  * Writes seededBytes(bytes, seed) to `path` in the guest (parent directories
- * made, the file replaced) with guest-file-open/-write/-close in 1 MiB chunks,
+ * made, the file replaced) with guest-file-open/-write/-close in 64 KiB chunks,
  * then `sync`s: when it returns, the file is on the disk.
  */
 export async function writeGuestFile(

@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentError, QuiesceError } from '../../../src/errors.js';
-import { LibvirtAgent } from '../../../src/guest/connectors/libvirt.js';
+import { LibvirtAgent, MAX_LIBVIRT_COMMAND_BYTES } from '../../../src/guest/connectors/libvirt.js';
 import { VirErr } from '../../../src/libvirt/error.js';
 import type { Packet } from '../../../src/libvirt/packet.js';
 import { QEMU_PROGRAM, QemuProc, REMOTE_PROGRAM, RemoteProc } from '../../../src/libvirt/protocol.js';
@@ -118,6 +118,73 @@ describe('libvirt connector over RPC (fake libvirtd)', () => {
       req: { execute: 'guest-fsfreeze-freeze-list', arguments: { mountpoints: ['/data'] } },
       timeout: 3,
     });
+  });
+
+  test('a command larger than libvirt passes intact is refused (COMMAND_TOO_LARGE) before anything is sent', async () => {
+    const seen: string[] = [];
+    await setup((req, call, conn, t) => {
+      seen.push(req.execute);
+      ok('{"return":{"count":1,"eof":false}}')(req, call, conn, t);
+    });
+    const a = agent();
+    const big = Buffer.alloc(MAX_LIBVIRT_COMMAND_BYTES, 0x61).toString('base64');
+    const err = await a.execute('guest-file-write', { handle: 1, 'buf-b64': big }).catch((x: unknown) => x);
+    assert.ok(err instanceof QuiesceError && err.code === 'COMMAND_TOO_LARGE', String(err));
+    assert.match(err.message, /guest-file-write is \d+ bytes of JSON, more than the 131072/);
+    assert.deepEqual(seen, [], 'nothing reached libvirt');
+    // Just under the limit goes through, and the refusal left nothing to resync.
+    const head = JSON.stringify({ execute: 'guest-file-write', arguments: { handle: 1, 'buf-b64': '' } }).length;
+    const fits = 'QUFB'.repeat(Math.floor((MAX_LIBVIRT_COMMAND_BYTES - head) / 4));
+    assert.deepEqual(await a.execute('guest-file-write', { handle: 1, 'buf-b64': fits }), { count: 1, eof: false });
+    assert.deepEqual(seen, ['guest-file-write']);
+  });
+
+  test('after a timeout, the next command waits for a guest-sync whose id comes back: late replies are never taken for its own', async () => {
+    // The fake plays libvirt with a channel one reply behind: each answer is the previous command's.
+    const sent: string[] = [];
+    let late: string | undefined;
+    let n = 0;
+    await setup((req, call, conn) => {
+      sent.push(req.execute);
+      const own =
+        req.execute === 'guest-sync'
+          ? JSON.stringify({ return: (req.arguments as { id: number }).id })
+          : req.execute === 'guest-file-open'
+            ? '{"return":1000}'
+            : '{"return":{}}';
+      if (n++ === 0) {
+        late = own; // the first command times out; its reply comes later
+        return;
+      }
+      const w = new XdrWriter();
+      w.optional(late ?? own, (x, v) => x.string(v));
+      late = undefined;
+      conn.reply(call, w.toBuffer());
+    });
+    const a = agent();
+    const err = await a.execute('guest-file-open', { path: '/x' }, { timeoutMs: 200 }).catch((x: unknown) => x);
+    assert.ok(err instanceof QuiesceError && err.code === 'TIMEOUT', String(err));
+    // The late {"return":1000} is consumed by a guest-sync, not taken as guest-ping's reply.
+    assert.deepEqual(await a.execute('guest-ping'), {});
+    assert.deepEqual(sent, ['guest-file-open', 'guest-sync', 'guest-sync', 'guest-ping']);
+    // In step again: no more syncs.
+    assert.deepEqual(await a.execute('guest-ping'), {});
+    assert.equal(sent.length, 5);
+  });
+
+  test('a channel that never comes back in step: OUT_OF_SYNC after a bounded number of guest-syncs, no command sent', async () => {
+    const sent: string[] = [];
+    await setup((req, call, conn, t) => {
+      sent.push(req.execute);
+      if (sent.length === 1) return; // times out
+      ok('{"return":{}}')(req, call, conn, t); // never the id asked for
+    });
+    const a = agent();
+    await assert.rejects(a.execute('guest-ping', undefined, { timeoutMs: 200 }), { code: 'TIMEOUT' });
+    const err = await a.execute('guest-fsfreeze-freeze-list', { mountpoints: ['/data'] }).catch((x: unknown) => x);
+    assert.ok(err instanceof QuiesceError && err.code === 'OUT_OF_SYNC', String(err));
+    assert.ok(!sent.includes('guest-fsfreeze-freeze-list'), 'the freeze was never sent');
+    assert.ok(sent.filter((c) => c === 'guest-sync').length <= 8);
   });
 
   const cases: [string, { code: number; message: string }, string, RegExp][] = [

@@ -171,4 +171,43 @@ describe('preflight()', () => {
       assert.deepEqual(agent.commands(), ['guest-info']);
     });
   }
+
+  test('an agent that takes concurrent commands gets all three at once; answers of disabled commands are dropped', async () => {
+    class Concurrent extends RecordingAgent {
+      readonly concurrent = true;
+    }
+    // What guest-info's call had come to when each later command was sent.
+    let infoOutcome: unknown = 'not sent';
+    const mk = (script: Record<string, Step[]>): Concurrent => {
+      const a: Concurrent = new Concurrent(script, {
+        delays: { 'guest-info': 30 },
+        before: (c) => {
+          if (c === FSINFO) infoOutcome = a.call('guest-info').outcome;
+        },
+      });
+      return a;
+    };
+    const agent = mk({
+      'guest-info': [infoReply(ALL, [], 'qemu-ga 8.2')],
+      [STATUS]: [{ reply: 'thawed' }],
+      [FSINFO]: [fsinfo('/', '/srv')],
+    });
+    const result = await preflight(agent, { guest: 'g', freeze: ['/', '/srv'], timeoutMs: 250 });
+    assert.deepEqual(result.problems, []);
+    assert.deepEqual(result.mountpoints, ['/', '/srv']);
+    assert.deepEqual(agent.commands(), ['guest-info', STATUS, FSINFO]);
+    assert.equal(infoOutcome, undefined, "guest-get-fsinfo went out before guest-info's reply came back");
+    // A frozen agent: fsinfo disabled, its speculative error dropped; the same problems as one by one.
+    const frozen = mk({
+      'guest-info': [infoReply([THAW, STATUS], [FREEZE, FREEZE_LIST, FSINFO])],
+      [STATUS]: [{ reply: 'frozen' }],
+      [FSINFO]: [{ error: 'the command has been disabled' }],
+    });
+    const r = await preflight(frozen, { guest: 'g', freeze: ['/'], timeoutMs: 250 });
+    assert.deepEqual(
+      r.problems.map((p) => p.code),
+      ['ALREADY_FROZEN', 'COMMAND_UNAVAILABLE'],
+    );
+    assert.equal(r.mountpoints, undefined);
+  });
 });
