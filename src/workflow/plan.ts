@@ -165,7 +165,25 @@ function describeVerify(v: PlannedVerify, argv: (a: readonly string[]) => string
 function planPrune(guest: string, p: PruneConfig, snapshot: PlannedSnapshot, values: PlaceholderValues): PlannedPrune {
   const rules = { keepLast: p.keepLast, keepDaily: p.keepDaily, keepWeekly: p.keepWeekly, keepMonthly: p.keepMonthly };
   const repository = snapshotRepository(snapshot);
-  if (repository) return { ...rules, dir: undefined, match: undefined, repository: repository.dir };
+  if (repository) {
+    // A libvirt backup's checkpoints of pruned backups are deleted from the domain by the prune.
+    const checkpoints =
+      snapshot.provider === 'libvirt'
+        ? {
+            uri: snapshot.uri,
+            domain: snapshot.domain,
+            connectTimeoutMs: snapshot.connectTimeoutMs,
+            commandTimeoutMs: snapshot.commandTimeoutMs,
+          }
+        : undefined;
+    return {
+      ...rules,
+      dir: undefined,
+      match: undefined,
+      repository: repository.dir,
+      ...(checkpoints && { checkpoints }),
+    };
+  }
   if (p.dir === undefined || p.match === undefined)
     throw new QuiesceError('CONFIG', `guest ${guest}: prune needs dir and match, or a repository`);
   return { ...rules, dir: p.dir, match: fillPlaceholders(p.match, values), repository: undefined };

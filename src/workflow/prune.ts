@@ -5,16 +5,23 @@ import type { Log } from '../log/logger.js';
 import { formatBytes } from '../repository/list.js';
 import { pruneRepository, type RepositoryPrune } from '../repository/prune.js';
 import { keepText, selectByRules } from '../repository/retention.js';
+import { deleteCheckpoints, type CheckpointHome } from '../snapshot/libvirt/prune.js';
 
 /**
  * A guest's retention as planned for a run: over backup files (`dir` and
  * `match`, placeholders filled), or over the restore points of the guest's
- * repository (the snapshot's, placeholders filled).
+ * repository (the snapshot's, placeholders filled); for a libvirt backup,
+ * with the domain whose checkpoints of pruned backups it deletes.
  */
 export type PlannedPrune = KeepRules &
   (
     | { readonly dir: string; readonly match: string; readonly repository: undefined }
-    | { readonly dir: undefined; readonly match: undefined; readonly repository: string }
+    | {
+        readonly dir: undefined;
+        readonly match: undefined;
+        readonly repository: string;
+        readonly checkpoints?: CheckpointHome | undefined;
+      }
   );
 
 /** A backup file kept, and the rules that keep it. */
@@ -66,7 +73,12 @@ export function decide(files: readonly { name: string; mtime: Date }[], rules: K
 
 /** Applies a guest's retention: to its backup files or its repository's restore points; with dryRun only decides. */
 export function prune(guest: string, p: PlannedPrune, opts: { log: Log; dryRun: boolean }): Promise<PruneResult> {
-  return p.repository === undefined ? pruneFiles(guest, p, opts) : pruneRepository(p.repository, guest, p, opts);
+  if (p.repository === undefined) return pruneFiles(guest, p, opts);
+  const home = p.checkpoints;
+  return pruneRepository(p.repository, guest, p, {
+    ...opts,
+    ...(home ? { dropCheckpoints: deleteCheckpoints(home, guest) } : {}),
+  });
 }
 
 async function pruneFiles(
@@ -110,7 +122,12 @@ export function formatPrune(r: PruneResult): string[] {
         : `  leave unusable ${u.id}: ${u.why} (younger than 24 h: a run may still be writing it)`,
     );
   for (const c of r.chains) lines.push(`  ${verb} chain ${c} (nothing in it is kept)`);
-  if (r.staleBitmaps.length)
+  if (r.checkpointsDeleted?.length)
+    lines.push(`  deleted checkpoints from libvirt (with their bitmaps): ${r.checkpointsDeleted.join(', ')}`);
+  if (r.checkpointsLeft?.length)
+    lines.push(`  checkpoints for the next backup to delete from libvirt: ${r.checkpointsLeft.join(', ')}`);
+  // A real prune of a libvirt guest says above what became of its checkpoints.
+  if (r.staleBitmaps.length && r.checkpointsDeleted === undefined)
     lines.push(`  bitmaps for the next backup to remove from QEMU: ${r.staleBitmaps.join(', ')}`);
   if (r.bytesFreed > 0) lines.push(`  ${r.dryRun ? 'would free' : 'freed'} ${formatBytes(r.bytesFreed)}`);
   return lines;

@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { stat } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import type { RepositoryConfig } from '../../config/types.js';
 import { QuiesceError } from '../../errors.js';
 import { VirErr } from '../../libvirt/error.js';
@@ -44,6 +46,25 @@ function noCheckpoint(err: unknown): boolean {
   return (err as { virCode?: number }).virCode === VirErr.NO_DOMAIN_CHECKPOINT;
 }
 
+/** libvirt's text form of a domain UUID (16 raw bytes). */
+export function uuidText(uuid: Buffer): string {
+  const h = uuid.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/**
+ * A saved checkpoint's XML for the domain as it is now: the `<uuid>` of its
+ * `<domain>` copy replaced by the domain's. libvirt refuses a redefine whose
+ * domain UUID is not the domain's, and a transient domain created again from
+ * its XML gets a new UUID (its bitmaps, in the images, are still there).
+ */
+export function forDomain(checkpointXml: string, uuid: Buffer): string {
+  const at = /<domain[\s>]/.exec(checkpointXml);
+  if (!at) return checkpointXml;
+  const head = checkpointXml.slice(0, at.index);
+  return head + checkpointXml.slice(at.index).replace(/<uuid>[^<]*<\/uuid>/, `<uuid>${uuidText(uuid)}</uuid>`);
+}
+
 /** What the base's checkpoint says of each disk, or why the chain cannot go on from it. */
 interface Tracking {
   readonly bitmaps: Map<string, BitmapState[]>;
@@ -83,7 +104,7 @@ export async function baseTracking(
     try {
       await d.conn.checkpointCreateXml(
         d.dom,
-        withoutParent(saved.xml),
+        forDomain(withoutParent(saved.xml), d.dom.uuid),
         CheckpointCreateFlags.REDEFINE | CheckpointCreateFlags.REDEFINE_VALIDATE,
         call,
       );
@@ -192,6 +213,8 @@ export class LibvirtChain {
   /** backup-begin went out with this backup's checkpoint: libvirt may hold it from now on. */
   private sentCheckpoint = false;
   private disks: CopiedDisk[] = [];
+  /** A remote URI: libvirt creates the images on the hypervisor, in the repository it shares at the same path. */
+  private remote: string | undefined;
 
   constructor(
     private readonly repo: RepositoryConfig,
@@ -224,12 +247,7 @@ export class LibvirtChain {
    */
   async decide(found: FoundDomain, log: Log): Promise<string> {
     const opt = { guest: this.guest };
-    if (found.lease.route.kind !== 'unix')
-      throw new QuiesceError(
-        'CONFIG',
-        `a repository backup writes its images and manifests on this machine, but ${found.lease.uri} is a remote libvirt: use a local URI`,
-        opt,
-      );
+    if (found.lease.route.kind !== 'unix') this.remote = found.lease.uri;
     const flat = found.disks.filter((d) => d.format !== 'qcow2');
     if (flat.length)
       throw new QuiesceError(
@@ -239,7 +257,14 @@ export class LibvirtChain {
       );
     const call = { timeoutMs: this.timeoutMs };
     const { conn, dom } = found;
-    await this.backup.open();
+    await this.backup.open().catch((err: Error) => {
+      if (!this.remote) throw err;
+      throw new QuiesceError(
+        'REPOSITORY',
+        `${err.message}: over the remote URI ${this.remote} the repository must be reachable here too, at the same path as on the hypervisor (shared storage), for libvirt writes the images there and quiesce the manifests here`,
+        { ...opt, cause: err },
+      );
+    });
     const sizes = await Promise.all(
       found.disks.map(async (d) => Number((await conn.getBlockInfo(dom, d.name, 0, call)).capacity)),
     );
@@ -301,6 +326,7 @@ export class LibvirtChain {
     record: BackupRecord,
     log: Log,
   ): Promise<void> {
+    if (this.remote) await this.adoptRemoteImages(targets);
     const sizes = await Promise.all(targets.map(async (t) => (await stat(t)).blocks * 512));
     const checkpoint = await this.savedCheckpoint(d, log);
     record.bytesWritten = await this.backup.recordComplete(this.disks, sizes, window, log, {
@@ -309,6 +335,38 @@ export class LibvirtChain {
     const old = this.backup.base;
     if (this.decision.level !== 'differential' && old)
       await this.deleteCheckpoint(d, old.manifest.bitmap, log, 'the new backup replaces it as the base');
+  }
+
+  /**
+   * Over a remote URI libvirt created each image itself (no backing file:
+   * quiesce cannot create it on the hypervisor beforehand), in the shared
+   * repository: each must be visible here, and an incremental's or a
+   * differential's gets its parent's image as backing file (`qemu-img rebase
+   * -u`: metadata only; the clusters libvirt did not copy are the parent's).
+   */
+  private async adoptRemoteImages(targets: readonly string[]): Promise<void> {
+    const opt = { guest: this.guest };
+    for (const [i, t] of targets.entries()) {
+      try {
+        await stat(t);
+      } catch (err) {
+        throw new QuiesceError(
+          'REPOSITORY',
+          `libvirt at ${this.remote} wrote ${t} on the hypervisor, but it is not visible here (${(err as Error).message}): the repository must be storage both share at the same path`,
+          { ...opt, cause: err },
+        );
+      }
+      const backing = this.backing(this.disks[i]!.name);
+      if (backing === undefined) continue;
+      await promisify(execFile)('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', backing, '-F', 'qcow2', t], {
+        timeout: this.timeoutMs,
+      }).catch((err: Error) => {
+        throw new QuiesceError('STEP_FAILED', `qemu-img rebase of ${t} onto ${backing} failed: ${err.message}`, {
+          ...opt,
+          cause: err,
+        });
+      });
+    }
   }
 
   /** The new checkpoint's XML as checkpoint-dumpxml gives it (what a redefine takes back). */
