@@ -27,13 +27,14 @@ const ABORT_WAIT_MS = 10_000;
 /**
  * Mode `backup`: a push-mode backup job (virDomainBackupBegin). Before the
  * freeze: the connection, the domain, its disks, the targets checked free,
- * the backup XML built and the job-completed event registered. Inside the
- * window: backup-begin alone — the point in time is the job's start, so
- * take() returns with its reply. After the thaw, complete() waits for the
- * job-completed event (or, should events be lost, the job's end seen by
- * polling), checks the job's success, and removes the partial targets of a
- * failed or aborted job. dispose() aborts a job still running (a signal, a
- * timeout) and removes its targets.
+ * the backup XML built, the job-completed event registered and, with a
+ * repository, the new checkpoint created. Inside the window: backup-begin
+ * alone — the point in time is the job's start, so take() returns with its
+ * reply. After the thaw, complete() waits for the job-completed event (or,
+ * should events be lost, the job's end seen by polling), checks the job's
+ * success, and removes the partial targets of a failed or aborted job.
+ * dispose() aborts a job still running (a signal, a timeout) and removes its
+ * targets.
  */
 export function backupProvider(s: PlannedLibvirtSnapshot): SnapshotProvider {
   return new LibvirtBackup(s);
@@ -42,8 +43,6 @@ export function backupProvider(s: PlannedLibvirtSnapshot): SnapshotProvider {
 interface BackupRun {
   readonly session: LibvirtSession;
   readonly xml: string;
-  /** With a repository: the checkpoint backup-begin creates (none for a differential). */
-  readonly checkpointXml: string | undefined;
   /** The job-completed callback id on the session's connection. */
   readonly callbackId: number;
   /** REUSE_EXTERNAL when prepare() created the targets. */
@@ -76,7 +75,7 @@ class LibvirtBackup implements SnapshotProvider {
         r.fullEvery.backups !== undefined ? `${r.fullEvery.backups} backups` : '',
         r.fullEvery.ageMs !== undefined ? formatDuration(r.fullEvery.ageMs) : '',
       ].filter(Boolean);
-      return `libvirt ${s.uri ?? 'default'}/${s.domain}: push backup job (backup-begin with a checkpoint) of ${disks} into repository ${r.dir} (level ${r.level}${every.length ? `, a new chain every ${every.join(' or ')}` : ''}; qcow2 chains with libvirt checkpoints); the copy finishes after the thaw (timeout ${formatDuration(s.timeoutMs)})`;
+      return `libvirt ${s.uri ?? 'default'}/${s.domain}: push backup job (backup-begin; its checkpoint created just before the freeze) of ${disks} into repository ${r.dir} (level ${r.level}${every.length ? `, a new chain every ${every.join(' or ')}` : ''}; qcow2 chains with libvirt checkpoints); the copy finishes after the thaw (timeout ${formatDuration(s.timeoutMs)})`;
     }
     return `libvirt ${s.uri ?? 'default'}/${s.domain}: push backup job (backup-begin) of ${disks} → ${s.target} (${s.format}); the copy finishes after the thaw (timeout ${formatDuration(s.timeoutMs)})`;
   }
@@ -85,7 +84,7 @@ class LibvirtBackup implements SnapshotProvider {
     const s = this.s;
     if (s.repository)
       return {
-        beforeFreeze: `snapshot set-up: connect to libvirt, read ${s.domain}'s disks, read the repository's manifests and the domain's checkpoints (redefining the base's from its manifest if libvirt lost it), pick the level (${s.repository.level}), create each qcow2 image (backing file: the parent's), listen for job-completed (timeout ${formatDuration(s.commandTimeoutMs)} per call)`,
+        beforeFreeze: `snapshot set-up: connect to libvirt, read ${s.domain}'s disks, read the repository's manifests and the domain's checkpoints (redefining the base's from its manifest if libvirt lost it), pick the level (${s.repository.level}), create each qcow2 image (backing file: the parent's), listen for job-completed, create the new checkpoint (timeout ${formatDuration(s.commandTimeoutMs)} per call)`,
         afterThaw: `wait for the backup job's job-completed event (timeout ${formatDuration(s.timeoutMs)}), write the manifest (last) with the new checkpoint's XML, delete the checkpoint the new backup replaces; a failed or aborted job deletes the new checkpoint and its images`,
       };
     return {
@@ -116,7 +115,6 @@ class LibvirtBackup implements SnapshotProvider {
         xml: backupXml(session.all, session.picked, this.s.format, {
           ...(chain?.incremental !== undefined ? { incremental: chain.incremental } : {}),
         }),
-        checkpointXml: chain?.checkpointXml(session.all, session.picked),
         callbackId,
         flags: session.local ? BackupBeginFlags.REUSE_EXTERNAL : 0,
       };
@@ -124,9 +122,11 @@ class LibvirtBackup implements SnapshotProvider {
       // Locally the targets are made here, before the freeze: libvirt's own creation of each target
       // (blockdev-create jobs) would otherwise run inside backup-begin, in the window.
       if (session.local) for (const p of session.picked) await this.createTarget(run, p.disk.name, p.target);
+      await this.createCheckpoint(run);
       return run;
     } catch (err) {
-      session.release();
+      // Once the run exists, dispose() undoes it (targets, checkpoint) and gives the session back.
+      if (!this.run) session.release();
       throw err;
     }
   }
@@ -165,16 +165,29 @@ class LibvirtBackup implements SnapshotProvider {
       });
   }
 
+  /**
+   * With a repository (not a differential): the new checkpoint, created last
+   * before the freeze rather than by backup-begin in the window, where libvirt
+   * would also copy the domain's definition into it and write its metadata
+   * file. Its bitmaps then start recording a little before the copy's point
+   * in time: the next incremental copies the writes of that gap once more,
+   * and misses none. A run that does not finish deletes it (abandon()).
+   */
+  private async createCheckpoint(run: BackupRun): Promise<void> {
+    const xml = this.chain?.checkpointXml(run.session.all, run.session.picked);
+    if (xml === undefined) return;
+    this.chain!.sent();
+    await run.session.conn.checkpointCreateXml(run.session.dom, xml, 0, { timeoutMs: this.s.commandTimeoutMs });
+  }
+
   async take(ctx: SnapshotContext): Promise<SnapshotTaken> {
     const run = await this.prepared(ctx.guest, ctx.log);
     const { session } = run;
     const chain = this.chain;
     // Before the call: a small backup can end before backup-begin's reply arrives.
     const since = session.conn.lastEventSeq();
-    chain?.sent();
-    // The copy and the new checkpoint in one call: one point in time for both.
     await session.send(
-      session.conn.backupBegin(session.dom, run.xml, run.checkpointXml, run.flags, {
+      session.conn.backupBegin(session.dom, run.xml, undefined, run.flags, {
         timeoutMs: this.s.commandTimeoutMs,
       }),
       ctx.signal,
