@@ -6,7 +6,7 @@
 // restarts it) and hung (SIGSTOP) under failurePolicy fail — a failed run within the connect timeout, no
 // backup, no checkpoint, nothing frozen — and crash-consistent — a backup without a freeze, recorded as
 // consistency crash, and a run that does not pass for a success. Then a new chain over qemu+ssh to an
-// sshd on loopback (libvirt creates the images; quiesce sets an incremental's backing file). Every point
+// sshd on loopback (quiesce creates the images in the shared repository, as locally). Every point
 // is restored and compared with the guest's checksums at its point in time. Last, `quiesce prune` removes
 // the first chain and deletes the checkpoint libvirt still held for it, bitmap too, and the base's
 // tracking (which the deleted checkpoint's bitmap is merged into) still holds every write.
@@ -331,7 +331,7 @@ describe(
                   },
                 ),
               ) as { 'backing-filename'?: string };
-              // libvirt made the image; quiesce set an incremental's backing file after the job.
+              // quiesce made the image before the freeze, with its parent as backing file.
               assert.equal(info['backing-filename'], level === 'full' ? undefined : `../${before.id}/vda.qcow2`);
               t.diagnostic(
                 `${r.kind}: over ssh: ${b.level} ${b.id}, ${b.bytesWritten} bytes, window ${report.guests[0]!.frozenWindowMs} ms`,

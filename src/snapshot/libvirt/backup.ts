@@ -45,7 +45,7 @@ interface BackupRun {
   readonly xml: string;
   /** The job-completed callback id on the session's connection. */
   readonly callbackId: number;
-  /** REUSE_EXTERNAL when prepare() created the targets. */
+  /** REUSE_EXTERNAL: prepare() created the targets. */
   readonly flags: number;
 }
 
@@ -63,6 +63,8 @@ class LibvirtBackup implements SnapshotProvider {
   private created = false;
   /** With a repository: the level, the images, the checkpoints and the manifest. */
   private chain: LibvirtChain | undefined;
+  /** The targets are reachable here: created before the freeze, removed here when the copy fails. */
+  private targetsHere = false;
 
   constructor(private readonly s: PlannedLibvirtSnapshot) {}
 
@@ -106,6 +108,9 @@ class LibvirtBackup implements SnapshotProvider {
     const chain = this.s.repository ? new LibvirtChain(this.s.repository, guest, this.s.commandTimeoutMs) : undefined;
     this.chain = chain;
     const session = await LibvirtSession.open(this.s, guest, chain ? { target: (f) => chain.decide(f, log) } : {});
+    // Targets quiesce can create: local ones, and a repository's (over a remote URI it is storage both share).
+    const here = session.local || chain !== undefined;
+    this.targetsHere = here;
     try {
       const callbackId = await session.conn.registerDomainEvent(DomainEventId.JOB_COMPLETED, session.dom, {
         timeoutMs: this.s.commandTimeoutMs,
@@ -116,12 +121,12 @@ class LibvirtBackup implements SnapshotProvider {
           ...(chain?.incremental !== undefined ? { incremental: chain.incremental } : {}),
         }),
         callbackId,
-        flags: session.local ? BackupBeginFlags.REUSE_EXTERNAL : 0,
+        flags: here ? BackupBeginFlags.REUSE_EXTERNAL : 0,
       };
       this.run = run;
-      // Locally the targets are made here, before the freeze: libvirt's own creation of each target
+      // The targets are made here, before the freeze: libvirt's own creation of each target
       // (blockdev-create jobs) would otherwise run inside backup-begin, in the window.
-      if (session.local) for (const p of session.picked) await this.createTarget(run, p.disk.name, p.target);
+      if (here) for (const p of session.picked) await this.createTarget(run, p.disk.name, p.target);
       await this.createCheckpoint(run);
       return run;
     } catch (err) {
@@ -217,7 +222,7 @@ class LibvirtBackup implements SnapshotProvider {
       if (err instanceof QuiesceError && err.code === 'INTERRUPTED') throw err;
       const warn = warner({ guest: session.guest, log: ctx.log });
       await abortJob(run, warn);
-      await session.removeTargets(warn, 'the backup job did not complete');
+      await session.removeTargets(warn, 'the backup job did not complete', this.targetsHere);
       this.cleaned = true;
       throw err;
     }
@@ -248,7 +253,8 @@ class LibvirtBackup implements SnapshotProvider {
       if (!this.finished && !this.cleaned) {
         const accepted = await session.wasAccepted();
         if (accepted !== false) await abortJob(run, warn);
-        if (accepted !== false || this.created) await session.removeTargets(warn, 'the backup did not finish');
+        if (accepted !== false || this.created)
+          await session.removeTargets(warn, 'the backup did not finish', this.targetsHere);
       }
       // After the job ended (aborted above): libvirt refuses to delete a checkpoint a job still uses.
       if (!this.finished) await this.chain?.abandon(session, ctx.error ?? 'the run failed', ctx.log);

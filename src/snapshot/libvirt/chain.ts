@@ -1,6 +1,4 @@
-import { execFile } from 'node:child_process';
 import { stat } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import type { RepositoryConfig } from '../../config/types.js';
 import { QuiesceError } from '../../errors.js';
 import { VirErr } from '../../libvirt/error.js';
@@ -199,22 +197,23 @@ export async function previewLibvirtLevel(
  * The repository side of a libvirt backup (`repository:` on provider
  * libvirt, mode backup): the QMP chain's rules through libvirt's own
  * mechanism. Each full or incremental creates a checkpoint named like its
- * bitmap (`quiesce-<id>`) in the same backup-begin call as its copy (the
- * point in time), so "the checkpoint exists and covers every disk" stands
- * for "the bitmap is there and records". Before the freeze it decides the
- * level (catalog + checkpoints, redefining one libvirt lost from the
- * manifest's XML) and creates the qcow2 images; after the copy the manifest
+ * bitmap (`quiesce-<id>`), created just before the freeze (its bitmap records
+ * from a moment before the copy's point in time, so the next incremental
+ * copies that gap again and misses nothing), so "the checkpoint exists and
+ * covers every disk" stands for "the bitmap is there and records". Before the
+ * freeze it decides the level (catalog + checkpoints, redefining one libvirt
+ * lost from the manifest's XML) and creates the qcow2 images here, also over
+ * a remote URI (the repository is then storage both machines share at the
+ * same path, which decide() checks); after the copy the manifest
  * is written last, with the checkpoint's XML, and the previous base's
  * checkpoint is deleted. A failed or aborted backup deletes the checkpoint
  * it created: the next incremental never builds on a backup that does not exist.
  */
 export class LibvirtChain {
   private readonly backup: RepositoryBackup;
-  /** backup-begin went out with this backup's checkpoint: libvirt may hold it from now on. */
+  /** This backup's checkpoint is about to be created: libvirt may hold it from now on. */
   private sentCheckpoint = false;
   private disks: CopiedDisk[] = [];
-  /** A remote URI: libvirt creates the images on the hypervisor, in the repository it shares at the same path. */
-  private remote: string | undefined;
 
   constructor(
     private readonly repo: RepositoryConfig,
@@ -247,7 +246,7 @@ export class LibvirtChain {
    */
   async decide(found: FoundDomain, log: Log): Promise<string> {
     const opt = { guest: this.guest };
-    if (found.lease.route.kind !== 'unix') this.remote = found.lease.uri;
+    const remote = found.lease.route.kind === 'unix' ? undefined : found.lease.uri;
     const flat = found.disks.filter((d) => d.format !== 'qcow2');
     if (flat.length)
       throw new QuiesceError(
@@ -258,10 +257,10 @@ export class LibvirtChain {
     const call = { timeoutMs: this.timeoutMs };
     const { conn, dom } = found;
     await this.backup.open().catch((err: Error) => {
-      if (!this.remote) throw err;
+      if (!remote) throw err;
       throw new QuiesceError(
         'REPOSITORY',
-        `${err.message}: over the remote URI ${this.remote} the repository must be reachable here too, at the same path as on the hypervisor (shared storage), for libvirt writes the images there and quiesce the manifests here`,
+        `${err.message}: over the remote URI ${remote} the repository must be reachable here too, at the same path as on the hypervisor (shared storage): quiesce creates the images and writes the manifests here, QEMU writes the images there`,
         { ...opt, cause: err },
       );
     });
@@ -299,7 +298,7 @@ export class LibvirtChain {
     return name === undefined ? undefined : checkpointXml(name, all, picked);
   }
 
-  /** backup-begin is about to go out: libvirt may hold the new checkpoint from now on. */
+  /** The new checkpoint is about to be created: libvirt may hold it from now on. */
   sent(): void {
     this.sentCheckpoint = this.newCheckpoint !== undefined;
   }
@@ -326,7 +325,6 @@ export class LibvirtChain {
     record: BackupRecord,
     log: Log,
   ): Promise<void> {
-    if (this.remote) await this.adoptRemoteImages(targets);
     const sizes = await Promise.all(targets.map(async (t) => (await stat(t)).blocks * 512));
     const checkpoint = await this.savedCheckpoint(d, log);
     record.bytesWritten = await this.backup.recordComplete(this.disks, sizes, window, log, {
@@ -335,38 +333,6 @@ export class LibvirtChain {
     const old = this.backup.base;
     if (this.decision.level !== 'differential' && old)
       await this.deleteCheckpoint(d, old.manifest.bitmap, log, 'the new backup replaces it as the base');
-  }
-
-  /**
-   * Over a remote URI libvirt created each image itself (no backing file:
-   * quiesce cannot create it on the hypervisor beforehand), in the shared
-   * repository: each must be visible here, and an incremental's or a
-   * differential's gets its parent's image as backing file (`qemu-img rebase
-   * -u`: metadata only; the clusters libvirt did not copy are the parent's).
-   */
-  private async adoptRemoteImages(targets: readonly string[]): Promise<void> {
-    const opt = { guest: this.guest };
-    for (const [i, t] of targets.entries()) {
-      try {
-        await stat(t);
-      } catch (err) {
-        throw new QuiesceError(
-          'REPOSITORY',
-          `libvirt at ${this.remote} wrote ${t} on the hypervisor, but it is not visible here (${(err as Error).message}): the repository must be storage both share at the same path`,
-          { ...opt, cause: err },
-        );
-      }
-      const backing = this.backing(this.disks[i]!.name);
-      if (backing === undefined) continue;
-      await promisify(execFile)('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', backing, '-F', 'qcow2', t], {
-        timeout: this.timeoutMs,
-      }).catch((err: Error) => {
-        throw new QuiesceError('STEP_FAILED', `qemu-img rebase of ${t} onto ${backing} failed: ${err.message}`, {
-          ...opt,
-          cause: err,
-        });
-      });
-    }
   }
 
   /** The new checkpoint's XML as checkpoint-dumpxml gives it (what a redefine takes back). */

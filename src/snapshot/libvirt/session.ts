@@ -211,9 +211,9 @@ export class LibvirtSession {
     return Promise.race([this.sent, sleep(this.s.commandTimeoutMs, undefined, { ref: false })]);
   }
 
-  /** Removes the targets that exist (local URIs only): a partial copy must not pass for a backup. */
-  async removeTargets(warn: (message: string) => void, why: string): Promise<void> {
-    if (!this.local) {
+  /** Removes the targets that exist (reachable here only): a partial copy must not pass for a backup. */
+  async removeTargets(warn: (message: string) => void, why: string, here = this.local): Promise<void> {
+    if (!here) {
       warn(`the targets ${this.targets.join(', ')} on the libvirt host may hold ${why}: remove them there`);
       return;
     }
