@@ -21,12 +21,16 @@
  * and its start-up; preflight; the frozen window; the thaw proof). The rest is
  * the host process's own time, plus the watchdog round trip, the warm-up spawn
  * and the wait for the agent to exit, which the report does not break out.
+ * As root it then counts V8's compile events inside the frozen window of a
+ * real freeze (--log-function-events): the in-window code must be compiled
+ * before the freeze (src/cli/load-command.ts).
  * Targets: --version and the freeze start-up ≤ 1.5x node -e 0.
- * BENCH_N rounds (default 20); BENCH_BIN: the bin to measure (default dist/src/bin.js);
+ * BENCH_N rounds (default 20); BENCH_BIN: the bin to measure (default the bundle dist/cli/bin.js, else
+ * dist/src/bin.js);
  * BENCH_COMPARE: another build's bin.js, measured alongside (e.g. a copy of dist/ from before a change).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,7 +45,11 @@ import {
 } from '../test/helpers/loop-mounts.js';
 
 const N = Number(process.env['BENCH_N'] ?? 20);
-const BIN = process.env['BENCH_BIN'] ?? fileURLToPath(new URL('../dist/src/bin.js', import.meta.url));
+// The installed command (package.json's bin: the bundle), else tsc's output.
+const BUNDLE = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
+const BIN =
+  process.env['BENCH_BIN'] ??
+  (existsSync(BUNDLE) ? BUNDLE : fileURLToPath(new URL('../dist/src/bin.js', import.meta.url)));
 const COMPARE = process.env['BENCH_COMPARE'];
 
 const pct = (xs: readonly number[], p: number) =>
@@ -146,6 +154,48 @@ function runOnce(k: Case, record: boolean): void {
   if (host !== undefined) k.host.push(host);
 }
 
+/**
+ * The warm-up's check: a real freeze under V8's --log-function-events, and the
+ * compile events (parse, bytecode) logged between the first runs of the
+ * freeze (`doFreeze`) and of the thaw (`thawAndProve`). Code first compiled
+ * there lengthens the window.
+ */
+function compiledInWindow(bin: string, full: Full, dir: string): { events: number; ms: number } {
+  const logfile = join(dir, 'v8.log');
+  const [file, ...args] = [
+    ...full.wrap,
+    process.execPath,
+    '--log-function-events',
+    `--logfile=${logfile}`,
+    '--no-logfile-per-isolate',
+    bin,
+    'freeze',
+    '--config',
+    full.config,
+    '--local',
+    '--mountpoint',
+    full.mnt,
+    '--',
+    'true',
+  ];
+  const r = spawnSync(file!, args, { encoding: 'utf8', timeout: 60_000 });
+  if (r.status !== 0) throw new Error(`freeze under --log-function-events exited ${r.status}: ${r.stderr}`);
+  // function,<event>,<script>,<start>,<end>,<duration ms>,<timestamp µs>,<name>
+  const events = readFileSync(logfile, 'utf8')
+    .split('\n')
+    .map((l) => l.split(','))
+    .filter((l) => l[0] === 'function');
+  const firstRun = (name: string): number => {
+    const e = events.find((l) => l[1] === 'first-execution' && l[7] === name);
+    if (!e) throw new Error(`${name} never ran`);
+    return Number(e[6]);
+  };
+  const from = firstRun('doFreeze');
+  const to = firstRun('thawAndProve');
+  const inside = events.filter((l) => l[1] !== 'first-execution' && Number(l[6]) > from && Number(l[6]) < to);
+  return { events: inside.length, ms: inside.reduce((sum, l) => sum + Number(l[5]), 0) };
+}
+
 let ns: MountNamespace | undefined;
 let mount: LoopMount | undefined;
 let guard: { stop(): void } | undefined;
@@ -195,6 +245,14 @@ try {
     console.log(line);
   }
   console.log('target: quiesce --version and the freeze start-up ≤ 1.50x node -e 0');
+  if (full) {
+    for (const bin of [BIN, ...(COMPARE ? [COMPARE] : [])]) {
+      const counts = Array.from({ length: 3 }, () => compiledInWindow(bin, full, dir));
+      console.log(
+        `${bin}: V8 compile events inside the frozen window (doFreeze → thawAndProve), 3 runs: ${counts.map((c) => `${c.events} (${c.ms.toFixed(2)} ms)`).join(', ')}`,
+      );
+    }
+  }
 } finally {
   if (mount) destroyLoopMount(mount);
   ns?.stop();

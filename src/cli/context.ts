@@ -1,6 +1,5 @@
-import { loadConfig } from '../config/load.js';
 import type { ResolvedConfig } from '../config/types.js';
-import { createLogger, type Log } from '../log/logger.js';
+import { createLogger, type HostLog } from '../log/logger.js';
 import type { LogEvent } from '../log/events.js';
 import { recover } from '../workflow/recover.js';
 import { ProgressSink, progressIntervalFromEnv } from './progress.js';
@@ -16,7 +15,7 @@ export interface GlobalOptions {
 
 /** Shared by every subcommand: the logger, the config (once, validated), recovery first. */
 export class CliContext {
-  readonly log: Log & { flush(): void };
+  readonly log: HostLog;
   /**
    * Frozen windows open right now. While any is, log lines wait in memory:
    * nothing is written while frozen (in --local mode stderr may sit on the
@@ -52,17 +51,18 @@ export class CliContext {
       hold,
       around: this.progress.around,
     });
-    const log = ((e: LogEvent) => {
+    const log = (e: LogEvent): void => {
       if (this.progress.admit(e)) logger(e);
-    }) as Log & { flush(): void };
-    log.flush = logger.flush;
-    this.log = log;
+    };
+    this.log = Object.assign(log, { flush: logger.flush, ready: logger.ready });
   }
 
   private readonly recoveries = new Map<string, Promise<RecoveryResult[]>>();
 
   /** Loads the config, then recovers its journal: every command starts by thawing what a dead run left frozen. */
   async loadConfig(): Promise<ResolvedConfig> {
+    // Loaded here, not with the CLI: cosmiconfig and zod are a large part of start-up, and `freeze --local` needs neither.
+    const { loadConfig } = await import('../config/load.js');
     const config = await loadConfig(this.opts.config ? { file: this.opts.config } : {});
     await this.recover(config.stateDir);
     return config;

@@ -86,6 +86,8 @@ export async function freezeAndRun(
     } catch {
       return EXIT.FAILED;
     }
+    // No module may load inside the frozen window: the log's winston (loading since connect's first event) is ready.
+    await ctx.log.ready();
     const outcome = await freezeGuard(
       name,
       [run],

@@ -8,13 +8,12 @@ export interface LoadedCommand<T> {
 }
 
 /**
- * The large libraries of the freeze path that never run inside a frozen
- * window (winston writes only after it: the log is held meanwhile; config
- * parsing). execa is not among them: only libvirt's virsh fallback uses it,
- * and that loads it when it first runs, before the freeze.
+ * What a command with a frozen window and a config file loads that never runs
+ * inside the window: the config loader, cosmiconfig and zod. (winston loads
+ * with the log's first event: log/logger.ts. execa loads only where libvirt's
+ * virsh fallback first runs, before the freeze.)
  */
-const loadOutsideWindow = (): Promise<unknown> =>
-  Promise.all([import('winston'), import('cosmiconfig'), import('zod')]);
+const loadOutsideWindow = (): Promise<unknown> => import('../config/load.js');
 
 /**
  * Loads a subcommand's modules when it runs (`quiesce --version` and `--help`
@@ -22,19 +21,20 @@ const loadOutsideWindow = (): Promise<unknown> =>
  * modules are compiled eagerly (V8's --no-lazy, set only while they load), so
  * that no function first called inside the window (the freeze, the snapshot
  * step, the thaw, the agent client's reply path) is compiled there. A flag set
- * at run time applies to code compiled afterwards. The big libraries above are
- * loaded first and compile lazily as usual: they are most of the code loaded,
- * and none of it is first run inside the window.
+ * at run time applies to code compiled afterwards. The config loader above is
+ * loaded first and compiles lazily as usual: it is most of the code loaded,
+ * and none of it runs inside the window. `config: false` (a freeze without a
+ * config file) leaves it unloaded.
  */
 export async function loadCommand<T>(
   impl: () => Promise<T>,
-  o: { readonly frozenWindow?: boolean } = {},
+  o: { readonly frozenWindow?: boolean; readonly config?: boolean } = {},
 ): Promise<LoadedCommand<T>> {
   if (!o.frozenWindow) {
     const [loaded, context] = await Promise.all([impl(), import('./context.js')]);
     return { impl: loaded, CliContext: context.CliContext };
   }
-  await loadOutsideWindow();
+  if (o.config ?? true) await loadOutsideWindow();
   setFlagsFromString('--no-lazy');
   try {
     const [loaded, context] = await Promise.all([impl(), import('./context.js')]);

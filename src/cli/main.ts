@@ -189,10 +189,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       ) => {
         const budgetMs =
           o.budget === undefined ? undefined : parseCliDuration('--budget', o.budget, { min: 1, max: MAX_BUDGET_MS });
-        const freeze = await loadCommand(freezeModule, { frozenWindow: true });
+        const withConfig = !!(o.guest || cmd.optsWithGlobals<GlobalOptions>().config);
+        const freeze = await loadCommand(freezeModule, { frozenWindow: true, config: withConfig });
         const ctx = ctxOf(freeze, cmd);
-        const globals = cmd.optsWithGlobals<GlobalOptions>();
-        const config = o.guest || globals.config ? await ctx.loadConfig() : undefined;
+        const config = withConfig ? await ctx.loadConfig() : undefined;
         code = await freeze.impl.freezeAndRun(ctx, config, cmdArgs, {
           ...(o.guest ? { guest: o.guest } : {}),
           ...(o.local ? { local: true } : {}),

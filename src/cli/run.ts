@@ -78,6 +78,8 @@ export async function runJob(
   const signals = new SignalGuard(ctx.log).install();
   try {
     const recovered = await ctx.recover(config.stateDir);
+    // No module may load inside a frozen window: the log's winston is loaded before the first one opens.
+    await ctx.log.ready();
     const report = await execute(p, { log: ctx.log, signals, recovered, lockWaitMs: 0, onWindow: ctx.onWindow });
     const { file, exitCode } = writeOutputs(ctx, report, config.stateDir, opts.metricsFile ?? config.metricsFile, () =>
       exitCodeFor(report, signals.exitCode()),

@@ -7,7 +7,6 @@ import type { Log } from '../log/logger.js';
 import { runProcess } from '../process/run.js';
 import { backupDir } from '../repository/layout.js';
 import { snapshotProvider, type SnapshotProvider, type SnapshotTaken } from '../snapshot/index.js';
-import { verifyBackup } from '../verify/index.js';
 import type { GuestPlan, PlannedProcess, PlannedVerify } from './plan.js';
 import type { GuestResult, RunError } from './results.js';
 import { preflight } from './preflight.js';
@@ -153,6 +152,8 @@ export class GuestRun {
             guest: this.plan.name,
           },
         );
+      // Loaded when a verify runs (after the thaw): fsck and boot are no part of a freeze's start-up.
+      const { verifyBackup } = await import('../verify/index.js');
       const r = await verifyBackup({ repository: b.repository, guest: this.plan.name, id: b.id }, v, {
         log: this.log,
         signal,

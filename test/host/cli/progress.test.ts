@@ -115,7 +115,7 @@ describe('progress sink on a terminal (live display)', () => {
     );
   });
 
-  test("the log's lines go above the display: taken away, line written, drawn again", () => {
+  test("the log's lines go above the display: taken away, line written, drawn again", async () => {
     const t = terminal();
     const sink = new ProgressSink({ mode: 'tty', hold: () => false, stream: t });
     const order: string[] = [];
@@ -124,6 +124,7 @@ describe('progress sink on a terminal (live display)', () => {
       hold: () => false,
       around: (w) => sink.around(() => (order.push('log line'), w())),
     });
+    await logger.ready();
     const log = (e: LogEvent) => {
       if (sink.admit(e)) logger(e);
     };

@@ -1,0 +1,101 @@
+// The installed command is the esbuild bundle (package.json's bin: dist/cli/bin.js, scripts/bundle-cli.mjs),
+// while the other CLI tests run tsc's dist/src/bin.js: the bundle must load every lazy part the same way.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const BUNDLE = join(ROOT, 'dist', 'cli', 'bin.js');
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+  version: string;
+  bin: Record<string, string>;
+};
+
+function quiesce(args: string[]) {
+  const r = spawnSync(process.execPath, [BUNDLE, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test("package.json's bin is the bundle", () => {
+  assert.equal(join(ROOT, pkg.bin['quiesce']!), BUNDLE);
+});
+
+describe(
+  'the bundled CLI',
+  { skip: existsSync(BUNDLE) ? false : 'dist/cli/bin.js is not built (npm run build)' },
+  () => {
+    let dir: string;
+    before(() => (dir = mkdtempSync(join(tmpdir(), 'bundle-'))));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    test('--version prints the package version', () => {
+      const r = quiesce(['--version']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.trim(), pkg.version);
+    });
+
+    test('freeze --local without --mountpoint is refused before anything is touched (exit 2)', () => {
+      const r = quiesce(['freeze', '--local', '--', 'true']);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /--local needs --mountpoint/);
+    });
+
+    test('plan loads a YAML config (cosmiconfig, zod) and prints the steps', () => {
+      const config = join(dir, 'quiesce.config.yaml');
+      writeFileSync(
+        config,
+        [
+          `stateDir: ${join(dir, 'state')}`,
+          'guests:',
+          '  a:',
+          `    connector: { type: socket, path: ${join(dir, 'a.sock')} }`,
+          '    freeze: [/data]',
+          "    snapshot: { provider: command, argv: ['true'] }",
+          'jobs:',
+          '  nightly: { guests: [a] }',
+        ].join('\n'),
+      );
+      const r = quiesce(['plan', '--config', config]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /freeze \/data/);
+      assert.match(r.stdout, /snapshot \(command\): true/);
+    });
+
+    test('a config error names the key and exits 2', () => {
+      const config = join(dir, 'bad.json');
+      writeFileSync(config, JSON.stringify({ stateDir: 5, guests: {} }));
+      const r = quiesce(['plan', '--config', config]);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /stateDir/);
+    });
+
+    test('run logs JSON lines through winston (loaded on the first event) and reports the failed connect', () => {
+      const config = join(dir, 'run.json');
+      writeFileSync(
+        config,
+        JSON.stringify({
+          stateDir: join(dir, 'state'),
+          guests: {
+            a: {
+              connector: { type: 'socket', path: join(dir, 'none.sock') },
+              freeze: ['/data'],
+              snapshot: { provider: 'command', argv: ['true'] },
+            },
+          },
+          jobs: { j: { guests: ['a'] } },
+        }),
+      );
+      const r = quiesce(['run', '--config', config]);
+      assert.equal(r.code, 3, r.stderr);
+      const events = r.stderr
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { kind?: string; step?: string; ok?: boolean });
+      assert.ok(events.some((e) => e.kind === 'step-end' && e.step === 'connect' && e.ok === false));
+    });
+  },
+);
