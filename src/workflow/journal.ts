@@ -50,6 +50,8 @@ export class Journal {
   private readonly chains = new Map<string, Promise<unknown>>();
   /** The directory is made once per journal, not once per record. */
   private made: Promise<unknown> | undefined;
+  /** The latest fsync of the directory, and whether it has begun (see syncDir). */
+  private dirSync: { started: boolean; done: Promise<void> } | undefined;
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, 'journal');
@@ -69,6 +71,26 @@ export class Journal {
     return next;
   }
 
+  /**
+   * Makes every rename done so far in the directory durable. One fsync of the
+   * directory covers every rename that completed before it began, so records
+   * written at once (a fleet's units) share it: a caller joins the fsync that
+   * has not begun yet, or queues one behind the fsync already running (which
+   * may have begun before its rename).
+   */
+  private syncDir(): Promise<void> {
+    if (this.dirSync && !this.dirSync.started) return this.dirSync.done;
+    const before = this.dirSync?.done.catch(() => undefined);
+    const entry: { started: boolean; done: Promise<void> } = { started: false, done: Promise.resolve() };
+    entry.done = (async () => {
+      await before;
+      entry.started = true;
+      await fsyncPath(this.dir, 'r');
+    })();
+    this.dirSync = entry;
+    return entry.done;
+  }
+
   /** `durable`: fsync the file and the directory (the record before a freeze must survive a crash). */
   private async writeFile(path: string, record: JournalRecord, durable: boolean): Promise<void> {
     const tmp = `${path}.tmp-${process.pid}`;
@@ -86,7 +108,7 @@ export class Journal {
         await fh.close();
       }
       await rename(tmp, path);
-      if (durable) await fsyncPath(this.dir, 'r');
+      if (durable) await this.syncDir();
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       throw new QuiesceError('JOURNAL', `cannot write the journal record ${path}: ${(err as Error).message}`, {

@@ -32,6 +32,16 @@ test('a record is written whole, private, and listed; this process owns it', asy
   assert.equal(ownerAlive(r), true);
 });
 
+test('records written at once (a fleet) are all durable and listed, and a later write still lands', async () => {
+  const j = new Journal(join(dir, 'many'));
+  const written = await Promise.all(Array.from({ length: 64 }, (_, i) => j.write(entry(`g${i}`))));
+  const late = await j.write(entry('late'));
+  const { records, unreadable } = j.list();
+  assert.deepEqual(records.map((r) => r.guest).sort(), [...written, late].map((r) => r.guest).sort());
+  assert.deepEqual(unreadable, []);
+  assert.equal(readdirSync(j.dir).length, 65, 'no temp file left');
+});
+
 test('update adds the frozen count; a removal queued after it is never undone by it', async () => {
   const j = new Journal(join(dir, 'b'));
   const r = await j.write(entry('g'));
