@@ -1,6 +1,7 @@
 // Runs every test/**/*.test.ts with node:test (through tsx). Arguments narrow the run to paths containing them.
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 function find(dir) {
@@ -17,27 +18,35 @@ if (files.length === 0) {
   console.error('no test files match');
   process.exit(1);
 }
-// --test-force-exit: a file whose tests have all ended exits even if a leaked handle (a socket nobody
-// closed) would keep it alive; otherwise one such leak hangs the whole run until CI's limit.
-const r = spawnSync(
-  process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-force-exit', ...files],
-  {
-    stdio: 'inherit',
-  },
-);
-// The libvirt tests start libvirtd/virtlogd when none answers and share them across files; stop the
-// ones they started (a daemon that was already running is left alone).
-const stop = spawnSync(
-  process.execPath,
-  [
-    '--import',
-    'tsx',
-    '--input-type=module',
-    '-e',
-    "const m = await import('./test/helpers/libvirt.ts'); await m.stopStartedLibvirtd();",
-  ],
-  { stdio: 'inherit' },
-);
-if (stop.status !== 0) console.error('could not stop the libvirt daemons the tests started');
-process.exit(r.status ?? 1);
+// The libvirt tests start libvirtd/virtlogd when none answers and share them across files. They record
+// the pids of the daemons they start in a file of this run only (test/helpers/libvirt.ts daemonsFile()),
+// so that the run stops what it started and nothing else: not a daemon that was already running, nor
+// one that another run on this host started.
+const runDir = mkdtempSync(join(tmpdir(), 'quiesce-tests-'));
+const env = { ...process.env, QUIESCE_TEST_DAEMONS_FILE: join(runDir, 'libvirt-daemons.json') };
+let status = 1;
+try {
+  // --test-force-exit: a file whose tests have all ended exits even if a leaked handle (a socket nobody
+  // closed) would keep it alive; otherwise one such leak hangs the whole run until CI's limit.
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-force-exit', ...files],
+    { stdio: 'inherit', env },
+  );
+  status = r.status ?? 1;
+  const stop = spawnSync(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      "const m = await import('./test/helpers/libvirt.ts'); await m.stopStartedLibvirtd();",
+    ],
+    { stdio: 'inherit', env },
+  );
+  if (stop.status !== 0) console.error('could not stop the libvirt daemons the tests started');
+} finally {
+  rmSync(runDir, { recursive: true, force: true });
+}
+process.exit(status);

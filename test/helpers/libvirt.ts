@@ -40,9 +40,13 @@ export interface LibvirtdInfo {
   pids: Record<string, number>;
 }
 
-/** Where the helper records the pids of daemons it started (to stop them later: stopStartedLibvirtd()). */
+/**
+ * Where the helper records the pids of daemons it started (to stop them later: stopStartedLibvirtd()).
+ * scripts/run-tests.mjs names a file of its own run in QUIESCE_TEST_DAEMONS_FILE, so that it stops only
+ * the daemons its own test files started, never those of another run on the same host.
+ */
 export function daemonsFile(): string {
-  return join(cacheDir(), 'libvirt-daemons.json');
+  return process.env['QUIESCE_TEST_DAEMONS_FILE'] || join(cacheDir(), 'libvirt-daemons.json');
 }
 
 /** Why libvirt tests cannot run here, or undefined. */
