@@ -15,7 +15,7 @@
  * Where a run's wall time goes: the run report's own duration (config loaded, from the executor's start to
  * its end) against the process's wall time, and `node bin.js --version` (the CLI's start-up floor) each round.
  * Needs root, libvirtd (started like the tests do) and qemu-ga. BENCH_N rounds (default 6), BENCH_PAUSE_MS,
- * QUIESCE_BIN (the CLI to run; default dist/src/bin.js).
+ * QUIESCE_BIN (the CLI to run; default the installed bundle dist/cli/bin.js).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -30,7 +30,7 @@ import { defineGuest, ensureLibvirtd, LIBVIRT_URI, libvirtUnavailable, virsh } f
 const N = Number(process.env['BENCH_N'] ?? 6);
 const PAUSE_MS = Number(process.env['BENCH_PAUSE_MS'] ?? 1000);
 const PROBE_MS = 10;
-const BIN = process.env['QUIESCE_BIN'] ?? fileURLToPath(new URL('../dist/src/bin.js', import.meta.url));
+const BIN = process.env['QUIESCE_BIN'] ?? fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
 const PROBE_LINE = /QUIESCE-PROBE: (\d+) ([\d.]+)/g;
 
 const median = (xs: number[]): number => {
