@@ -37,16 +37,15 @@ import {
 } from '../test/helpers/libvirt.js';
 import { imageChecksums } from '../test/helpers/vm/disks.js';
 import { diffChecksums, guestChecksums, guestSh, type Checksums } from '../test/helpers/vm/guest-ops.js';
+import { PROBE, PROBE_LINE, PROBE_STARTED } from './lib/write-probe.js';
 
 const N = Number(process.env['BENCH_N'] ?? 4);
 const DATA_MB = Number(process.env['BENCH_DATA_MB'] ?? 300);
 const INC_MB = Number(process.env['BENCH_INC_MB'] ?? 10);
 const PAUSE_MS = Number(process.env['BENCH_PAUSE_MS'] ?? 1000);
-const PROBE_MS = 10;
 const MiB = 1 << 20;
 const JS = process.env['BENCH_QUIESCE_JS'];
 const BIN = JS ?? fileURLToPath(new URL('../src/bin.ts', import.meta.url));
-const PROBE_LINE = /QUIESCE-PROBE: (\d+) ([\d.]+)/g;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -63,26 +62,6 @@ if (why) {
   console.log(`libvirt-chain: skipped: ${why}`);
   process.exit(0);
 }
-
-/** The guest-side probe (as in libvirt-window.ts): slow writes reported on the console. */
-const PROBE = `
-const fs = require('fs');
-const con = fs.openSync('/dev/console', 'w');
-const fd = fs.openSync('/data/probe', 'w');
-const buf = Buffer.alloc(4096, 0x71);
-let seq = 0;
-fs.writeSync(con, 'QUIESCE-PROBE: started\\n');
-function loop() {
-  const t0 = process.hrtime.bigint();
-  fs.writeSync(fd, buf, 0, buf.length, (seq % 256) * 4096);
-  fs.fdatasyncSync(fd);
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  seq++;
-  if (ms >= ${PROBE_MS}) fs.writeSync(con, 'QUIESCE-PROBE: ' + seq + ' ' + ms.toFixed(1) + '\\n');
-  setTimeout(loop, 5);
-}
-loop();
-`;
 
 type Tool = 'quiesce' | 'virtnbdbackup';
 const TOOLS: Tool[] = ['quiesce', 'virtnbdbackup'];
@@ -155,7 +134,7 @@ try {
   }
   for (const g of guests) {
     await g.agentCommand('guest-exec', { path: '/usr/bin/node', arg: ['-e', PROBE] });
-    await g.waitForConsole(/QUIESCE-PROBE: started/, 120_000);
+    await g.waitForConsole(PROBE_STARTED, 120_000);
   }
   await sleep(2000);
   // quiesce's start-up (tsx's included when run from the source), part of each of its wall times.

@@ -26,12 +26,11 @@ import { fileURLToPath } from 'node:url';
 import type { RunReport } from '../src/workflow/results.js';
 import { haveQemuGa } from '../test/helpers/agents.js';
 import { defineGuest, ensureLibvirtd, LIBVIRT_URI, libvirtUnavailable, virsh } from '../test/helpers/libvirt.js';
+import { PROBE, PROBE_LINE, PROBE_STARTED } from './lib/write-probe.js';
 
 const N = Number(process.env['BENCH_N'] ?? 6);
 const PAUSE_MS = Number(process.env['BENCH_PAUSE_MS'] ?? 1000);
-const PROBE_MS = 10;
 const BIN = process.env['QUIESCE_BIN'] ?? fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
-const PROBE_LINE = /QUIESCE-PROBE: (\d+) ([\d.]+)/g;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -47,26 +46,6 @@ if (why) {
   console.log(`libvirt-window: skipped: ${why}`);
   process.exit(0);
 }
-
-/** The guest-side probe: node, one write + fdatasync every 5 ms, slow ones reported on the console. */
-const PROBE = `
-const fs = require('fs');
-const con = fs.openSync('/dev/console', 'w');
-const fd = fs.openSync('/data/probe', 'w');
-const buf = Buffer.alloc(4096, 0x71);
-let seq = 0;
-fs.writeSync(con, 'QUIESCE-PROBE: started\\n');
-function loop() {
-  const t0 = process.hrtime.bigint();
-  fs.writeSync(fd, buf, 0, buf.length, (seq % 256) * 4096);
-  fs.fdatasyncSync(fd);
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  seq++;
-  if (ms >= ${PROBE_MS}) fs.writeSync(con, 'QUIESCE-PROBE: ' + seq + ' ' + ms.toFixed(1) + '\\n');
-  setTimeout(loop, 5);
-}
-loop();
-`;
 
 type Method = 'virsh-quiesce' | 'virsh-3line' | 'q-snapshot' | 'q-backup';
 const METHODS: Method[] = ['virsh-quiesce', 'virsh-3line', 'q-snapshot', 'q-backup'];
@@ -92,7 +71,7 @@ const startupMs: number[] = [];
 try {
   const dom = guest.name;
   await guest.agentCommand('guest-exec', { path: '/usr/bin/node', arg: ['-e', PROBE] });
-  await guest.waitForConsole(/QUIESCE-PROBE: started/, 120_000);
+  await guest.waitForConsole(PROBE_STARTED, 120_000);
   await sleep(2000);
 
   const config = (mode: 'snapshot' | 'backup'): string => {

@@ -31,8 +31,8 @@ import {
 } from '../helpers/libvirt.js';
 import { GUEST_DATA_MOUNT } from '../helpers/vm/qemu.js';
 import { checkWriterFiles, dumpe2fs, lastWriterNumber, WRITER_ARG } from '../helpers/vm/writer.js';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createConnection } from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { sshdUnavailable, startSshd } from '../helpers/sshd.js';
 
 const unavailable =
   libvirtUnavailable() ??
@@ -50,58 +50,6 @@ async function writerRuns(g: LibvirtGuest, count = 20, timeoutMs = 120_000): Pro
       throw new Error(`the writer did not write ${count} files in ${timeoutMs} ms (from ${start})`);
     await sleep(100);
   }
-}
-
-const SSHD = '/usr/sbin/sshd';
-
-/** sshd on a loopback port with a fresh host key and one authorized key for root (Debian's openssh-server). */
-async function startSshd(
-  dir: string,
-): Promise<{ port: number; key: string; child: ChildProcess; stop(): Promise<void> }> {
-  const key = join(dir, 'client_key');
-  for (const k of ['host_key', 'client_key'])
-    spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, k)], { stdio: 'ignore' });
-  writeFileSync(join(dir, 'authorized_keys'), spawnSync('cat', [`${key}.pub`], { encoding: 'utf8' }).stdout);
-  const port = 20000 + (process.pid % 20000);
-  const config = join(dir, 'sshd_config');
-  writeFileSync(
-    config,
-    [
-      `Port ${port}`,
-      'ListenAddress 127.0.0.1',
-      `HostKey ${join(dir, 'host_key')}`,
-      `PidFile ${join(dir, 'sshd.pid')}`,
-      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-      'StrictModes no',
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'PermitRootLogin prohibit-password',
-      'UsePAM no',
-      'LogLevel ERROR',
-      '',
-    ].join('\n'),
-  );
-  spawnSync('mkdir', ['-p', '/run/sshd']); // privilege separation directory
-  const child = spawn(SSHD, ['-f', config, '-D', '-e'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  for (let i = 0; ; i++) {
-    const up = await new Promise<boolean>((resolve) => {
-      const c = createConnection(port, '127.0.0.1');
-      c.once('connect', () => (c.destroy(), resolve(true)));
-      c.once('error', () => resolve(false));
-    });
-    if (up) break;
-    if (i > 50 || child.exitCode !== null) throw new Error(`sshd did not start: ${err}`);
-    await sleep(100);
-  }
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await exited;
-  };
-  return { port, key, child, stop };
 }
 
 const diskSource = async (name: string): Promise<string> =>
@@ -317,12 +265,13 @@ for (const kind of KINDS) {
 
         test('qemu+ssh through an sshd on loopback: the connector and the backup provider over ssh + virt-ssh-helper', async (t: TestContext) => {
           if (skip) return t.skip(skip);
-          if (!existsSync(SSHD)) return t.skip(`no ${SSHD} (openssh-server)`);
+          const noSshd = sshdUnavailable();
+          if (noSshd) return t.skip(noSshd);
           const g = guest!;
           const sshDir = mkdtempSync(join(tmpdir(), 'e2e-sshd-'));
           const sshd = await startSshd(sshDir);
           try {
-            const uri = `qemu+ssh://root@127.0.0.1:${sshd.port}/system?keyfile=${sshd.key}&no_verify=1`;
+            const uri = sshd.uri();
             const a = new LibvirtAgent({ uri, domain: g.name });
             try {
               assert.deepEqual(await a.execute('guest-ping'), {});

@@ -1,5 +1,5 @@
-// sshd on a loopback port for qemu+ssh tests: a fresh host key and one authorized key for root (Debian's
-// openssh-server), the same set-up test/e2e/libvirt-provider.test.ts makes for itself.
+// sshd on a loopback port for the qemu+ssh e2e tests: a fresh host key and one authorized key for root
+// (Debian's openssh-server).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
