@@ -45,8 +45,11 @@ interface BackupRun {
   readonly xml: string;
   /** The job-completed callback id on the session's connection. */
   readonly callbackId: number;
-  /** REUSE_EXTERNAL: prepare() created the targets. */
-  readonly flags: number;
+  /**
+   * The targets are reachable here (a local URI, or a repository both machines share): prepare()
+   * creates them before the freeze (backup-begin gets REUSE_EXTERNAL) and a failed copy's are removed here.
+   */
+  readonly here: boolean;
 }
 
 type DisposeCtx = { readonly guest: string; readonly log: Log; readonly error?: string };
@@ -63,8 +66,6 @@ class LibvirtBackup implements SnapshotProvider {
   private created = false;
   /** With a repository: the level, the images, the checkpoints and the manifest. */
   private chain: LibvirtChain | undefined;
-  /** The targets are reachable here: created before the freeze, removed here when the copy fails. */
-  private targetsHere = false;
 
   constructor(private readonly s: PlannedLibvirtSnapshot) {}
 
@@ -110,7 +111,6 @@ class LibvirtBackup implements SnapshotProvider {
     const session = await LibvirtSession.open(this.s, guest, chain ? { target: (f) => chain.decide(f, log) } : {});
     // Targets quiesce can create: local ones, and a repository's (over a remote URI it is storage both share).
     const here = session.local || chain !== undefined;
-    this.targetsHere = here;
     try {
       const callbackId = await session.conn.registerDomainEvent(DomainEventId.JOB_COMPLETED, session.dom, {
         timeoutMs: this.s.commandTimeoutMs,
@@ -121,7 +121,7 @@ class LibvirtBackup implements SnapshotProvider {
           ...(chain?.incremental !== undefined ? { incremental: chain.incremental } : {}),
         }),
         callbackId,
-        flags: here ? BackupBeginFlags.REUSE_EXTERNAL : 0,
+        here,
       };
       this.run = run;
       // The targets are made here, before the freeze: libvirt's own creation of each target
@@ -192,7 +192,7 @@ class LibvirtBackup implements SnapshotProvider {
     // Before the call: a small backup can end before backup-begin's reply arrives.
     const since = session.conn.lastEventSeq();
     await session.send(
-      session.conn.backupBegin(session.dom, run.xml, undefined, run.flags, {
+      session.conn.backupBegin(session.dom, run.xml, undefined, run.here ? BackupBeginFlags.REUSE_EXTERNAL : 0, {
         timeoutMs: this.s.commandTimeoutMs,
       }),
       ctx.signal,
@@ -222,7 +222,7 @@ class LibvirtBackup implements SnapshotProvider {
       if (err instanceof QuiesceError && err.code === 'INTERRUPTED') throw err;
       const warn = warner({ guest: session.guest, log: ctx.log });
       await abortJob(run, warn);
-      await session.removeTargets(warn, 'the backup job did not complete', this.targetsHere);
+      await session.removeTargets(warn, 'the backup job did not complete', run.here);
       this.cleaned = true;
       throw err;
     }
@@ -254,7 +254,7 @@ class LibvirtBackup implements SnapshotProvider {
         const accepted = await session.wasAccepted();
         if (accepted !== false) await abortJob(run, warn);
         if (accepted !== false || this.created)
-          await session.removeTargets(warn, 'the backup did not finish', this.targetsHere);
+          await session.removeTargets(warn, 'the backup did not finish', run.here);
       }
       // After the job ended (aborted above): libvirt refuses to delete a checkpoint a job still uses.
       if (!this.finished) await this.chain?.abandon(session, ctx.error ?? 'the run failed', ctx.log);

@@ -1,7 +1,6 @@
 import { stat } from 'node:fs/promises';
 import type { RepositoryConfig } from '../../config/types.js';
 import { QuiesceError } from '../../errors.js';
-import { VirErr } from '../../libvirt/error.js';
 import { libvirtPool, type LibvirtLease, type LibvirtPool } from '../../libvirt/pool.js';
 import { CheckpointCreateFlags, CheckpointXmlFlags } from '../../libvirt/protocol.js';
 import type { LibvirtConnection } from '../../libvirt/remote.js';
@@ -23,6 +22,7 @@ import {
   type DomainDisk,
   type PickedDisk,
 } from './domain-xml.js';
+import { dropCheckpoint } from './prune.js';
 import { chooseDisks } from './session.js';
 
 /** What the session knows once the disks are chosen (LibvirtSession.open's target callback). */
@@ -37,11 +37,6 @@ export interface FoundDomain {
 interface Domain {
   readonly conn: LibvirtConnection;
   readonly dom: DomainRef;
-}
-
-/** True for libvirt's "no such checkpoint". */
-function noCheckpoint(err: unknown): boolean {
-  return (err as { virCode?: number }).virCode === VirErr.NO_DOMAIN_CHECKPOINT;
 }
 
 /** libvirt's text form of a domain UUID (16 raw bytes). */
@@ -292,7 +287,7 @@ export class LibvirtChain {
     return this.backup.backing(disk);
   }
 
-  /** The checkpoint XML for backup-begin, or undefined (a differential creates none). */
+  /** The new checkpoint's XML for checkpoint-create, or undefined (a differential creates none). */
   checkpointXml(all: readonly DomainDisk[], picked: readonly PickedDisk[]): string | undefined {
     const name = this.newCheckpoint;
     return name === undefined ? undefined : checkpointXml(name, all, picked);
@@ -402,13 +397,10 @@ export class LibvirtChain {
    * list. True when it is gone.
    */
   private async deleteCheckpoint(d: Domain, name: string, log: Log, why: string): Promise<boolean> {
-    const call = { timeoutMs: this.timeoutMs };
     try {
-      const cp = await d.conn.checkpointLookupByName(d.dom, name, call);
-      await d.conn.checkpointDelete(cp, 0, call);
+      await dropCheckpoint(d.conn, d.dom, name, { timeoutMs: this.timeoutMs });
       return true;
     } catch (err) {
-      if (noCheckpoint(err)) return true;
       log({
         kind: 'warning',
         guest: this.guest,

@@ -1,5 +1,8 @@
+import type { CallOptions } from '../../libvirt/client.js';
 import { VirErr } from '../../libvirt/error.js';
 import { libvirtPool, type LibvirtPool } from '../../libvirt/pool.js';
+import type { LibvirtConnection } from '../../libvirt/remote.js';
+import type { DomainRef } from '../../libvirt/types.js';
 import type { CheckpointDrop } from '../../repository/prune.js';
 
 /** Where a libvirt guest's checkpoints live: what prune needs of its snapshot's config. */
@@ -8,6 +11,26 @@ export interface CheckpointHome {
   readonly domain: string;
   readonly connectTimeoutMs: number;
   readonly commandTimeoutMs: number;
+}
+
+/**
+ * Deletes one checkpoint with its bitmaps (not metadata only; libvirt merges
+ * its bitmap into its parent's). 'absent' when libvirt no longer has it; any
+ * other failure throws.
+ */
+export async function dropCheckpoint(
+  conn: LibvirtConnection,
+  dom: DomainRef,
+  name: string,
+  call: CallOptions,
+): Promise<'deleted' | 'absent'> {
+  try {
+    await conn.checkpointDelete(await conn.checkpointLookupByName(dom, name, call), 0, call);
+    return 'deleted';
+  } catch (err) {
+    if ((err as { virCode?: number }).virCode === VirErr.NO_DOMAIN_CHECKPOINT) return 'absent';
+    throw err;
+  }
 }
 
 /**
@@ -39,12 +62,10 @@ export function deleteCheckpoints(
         .sort()
         .reverse()) {
         try {
-          const cp = await conn.checkpointLookupByName(dom, name, call);
-          await conn.checkpointDelete(cp, 0, call);
-          deleted.push(name);
+          if ((await dropCheckpoint(conn, dom, name, call)) === 'deleted') deleted.push(name);
+          else absent.push(name);
         } catch (err) {
-          if ((err as { virCode?: number }).virCode === VirErr.NO_DOMAIN_CHECKPOINT) absent.push(name);
-          else failed.push({ name, error: (err as Error).message });
+          failed.push({ name, error: (err as Error).message });
         }
       }
       return { deleted, absent, failed };
