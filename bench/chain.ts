@@ -69,7 +69,7 @@ interface Timed {
 
 async function backup(s: PlannedQmpSnapshot): Promise<Timed> {
   const log = captureLogger();
-  const p = snapshotProvider(s);
+  const p = await snapshotProvider(s);
   const t0 = performance.now();
   try {
     await p.prepare?.({ guest: 'vm', log });

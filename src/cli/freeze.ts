@@ -8,10 +8,11 @@ import { freezeGuard } from '../workflow/freeze-guard.js';
 import { defaultAgentFactory, GuestRun } from '../workflow/guest-run.js';
 import { Journal } from '../workflow/journal.js';
 import type { GuestPlan } from '../workflow/plan.js';
-import { newRunId } from '../workflow/plan.js';
+import { loadGuestKinds, newRunId } from '../workflow/plan.js';
 import { SignalGuard } from '../workflow/signals.js';
 import { EXIT } from '../workflow/exit-code.js';
 import type { CliContext } from './context.js';
+import { compiledEagerly } from './load-command.js';
 
 export interface FreezeOptions {
   readonly guest?: string;
@@ -75,6 +76,8 @@ export async function freezeAndRun(
     prune: undefined,
     postHooks: [],
   };
+  // Before anything else uses them (recovery connects to guests): compiled whole, once.
+  await compiledEagerly(() => loadGuestKinds([g]));
   const runId = newRunId(new Date());
   const run = new GuestRun(g, name, ctx.log, defaultAgentFactory, 0, runId);
   const signals = new SignalGuard(ctx.log).install();

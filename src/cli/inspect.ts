@@ -8,7 +8,7 @@ import type { ResolvedConfig, ResolvedGuest } from '../config/types.js';
 import { Journal, ownerAlive } from '../workflow/journal.js';
 import { emergencyThaw } from '../workflow/emergency.js';
 import { preflight } from '../workflow/preflight.js';
-import { libvirtChecks, type LibvirtCheck } from '../snapshot/index.js';
+import type { LibvirtCheck } from '../snapshot/libvirt/doctor.js';
 import { stoppedNote } from '../process/pid.js';
 import type { RunReport } from '../workflow/results.js';
 import { EXIT } from '../workflow/exit-code.js';
@@ -75,7 +75,7 @@ async function checkGuest(ctx: CliContext, g: ResolvedGuest): Promise<DoctorResu
     r.error = (err as Error).message;
     return r;
   }
-  const agent = guestAgent(g.connector, { maxReplyBytes: g.maxReplyBytes, onEvent: ctx.log });
+  const agent = await guestAgent(g.connector, { maxReplyBytes: g.maxReplyBytes, onEvent: ctx.log });
   try {
     await agent.execute('guest-ping', undefined, { timeoutMs: g.timeouts.connectMs });
     r.reachable = true;
@@ -96,7 +96,7 @@ async function checkGuest(ctx: CliContext, g: ResolvedGuest): Promise<DoctorResu
     await agent.close().catch(() => undefined);
     await lock.release();
   }
-  const libvirt = await libvirtChecks(g);
+  const libvirt = await (await import('../snapshot/libvirt/doctor.js')).libvirtChecks(g);
   if (libvirt.length) {
     r.libvirt = libvirt;
     if (libvirt.some((c) => !c.ok)) r.ok = false;
@@ -120,7 +120,7 @@ export async function status(ctx: CliContext, config: ResolvedConfig): Promise<n
   });
   const live = await Promise.all(
     [...config.guests.values()].map(async (g) => {
-      const agent = guestAgent(g.connector, { maxReplyBytes: g.maxReplyBytes });
+      const agent = await guestAgent(g.connector, { maxReplyBytes: g.maxReplyBytes });
       try {
         return {
           guest: g.name,

@@ -35,11 +35,24 @@ export async function loadCommand<T>(
     return { impl: loaded, CliContext: context.CliContext };
   }
   if (o.config ?? true) await loadOutsideWindow();
-  setFlagsFromString('--no-lazy');
-  try {
+  return compiledEagerly(async () => {
     const [loaded, context] = await Promise.all([impl(), import('./context.js')]);
     warmUpNodeInternals();
     return { impl: loaded, CliContext: context.CliContext };
+  });
+}
+
+/**
+ * Runs `load` with V8's --no-lazy: every function of the modules it loads is
+ * compiled as they load. A command with a frozen window loads its connectors
+ * and snapshot providers this way once it knows which kinds its guests use
+ * (workflow/plan.ts's loadGuestKinds). A module already loaded stays as it
+ * was compiled: call this before anything else loads them.
+ */
+export async function compiledEagerly<T>(load: () => Promise<T>): Promise<T> {
+  setFlagsFromString('--no-lazy');
+  try {
+    return await load();
   } finally {
     setFlagsFromString('--lazy');
   }

@@ -1,6 +1,6 @@
 import { acquireLock } from '../guest/lock.js';
 import { execute } from '../workflow/executor.js';
-import { formatPlan, newRunId, plan } from '../workflow/plan.js';
+import { formatPlan, loadGuestKinds, newRunId, plan } from '../workflow/plan.js';
 import { SignalGuard } from '../workflow/signals.js';
 import { writeMetrics } from '../report/metrics.js';
 import { writeReport } from '../report/report.js';
@@ -8,8 +8,9 @@ import type { ResolvedConfig } from '../config/types.js';
 import { pickJob, type CliContext } from './context.js';
 import { formatPrune, prune, type PruneResult } from '../workflow/prune.js';
 import { formatReport } from './summary.js';
+import { compiledEagerly } from './load-command.js';
 import { exitCodeFor } from '../workflow/exit-code.js';
-import { previewLevel, previewLibvirtLevel, type LevelPreview } from '../snapshot/index.js';
+import type { LevelPreview } from '../snapshot/qmp/chain.js';
 import type { RunReport } from '../workflow/results.js';
 
 export interface RunOptions {
@@ -70,6 +71,8 @@ export async function runJob(
   const job = pickJob(config, jobArg);
   const now = new Date();
   const p = plan(config, job, { runId: newRunId(now), now });
+  // Before anything else uses them (recovery connects to guests): compiled whole, once.
+  await compiledEagerly(() => loadGuestKinds(p.units.flatMap((u) => u.guests)));
   const lock = await acquireLock(`job:${config.stateDir}:${job}`, {
     waitMs: opts.waitMs ?? config.lockWaitMs,
     what: `job ${job}`,
@@ -104,12 +107,18 @@ export async function showPlan(ctx: CliContext, config: ResolvedConfig, jobArg: 
   for (const g of p.units.flatMap((u) => u.guests)) {
     const s = g.snapshot;
     if (s.provider === 'qmp' && s.repository)
-      levels.push(await previewLevel({ ...s, repository: s.repository }, g.name));
+      levels.push(
+        await (await import('../snapshot/qmp/chain.js')).previewLevel({ ...s, repository: s.repository }, g.name),
+      );
     if (s.provider === 'libvirt' && s.repository)
-      levels.push(await previewLibvirtLevel({ ...s, repository: s.repository }, g.name));
+      levels.push(
+        await (
+          await import('../snapshot/libvirt/chain.js')
+        ).previewLibvirtLevel({ ...s, repository: s.repository }, g.name),
+      );
   }
   const text = levels.map((l) => `${l.guest}: next backup: ${l.level} — ${l.reason}\n`).join('');
-  ctx.print(levels.length ? { ...p, levels } : p, `${formatPlan(p)}${text ? `\n${text}` : ''}`);
+  ctx.print(levels.length ? { ...p, levels } : p, `${await formatPlan(p)}${text ? `\n${text}` : ''}`);
   return 0;
 }
 

@@ -1,19 +1,31 @@
 import { fillArgv, fillExcept, fillPlaceholders, type PlaceholderValues } from '../config/placeholders.js';
 import type { SnapshotConfig, Timeouts } from '../config/types.js';
-import { commandProvider } from './command.js';
-import { libvirtProvider } from './libvirt/index.js';
-import { qmpProvider } from './qmp/index.js';
 import type { PlannedSnapshot, SnapshotProvider } from './types.js';
 
+/**
+ * Loads one provider's modules (a run loads only the providers its guests use;
+ * src/workflow/kinds.ts loads them before any window opens).
+ */
+export function loadProvider(kind: PlannedSnapshot['provider']): Promise<unknown> {
+  switch (kind) {
+    case 'command':
+      return import('./command.js');
+    case 'qmp':
+      return import('./qmp/index.js');
+    case 'libvirt':
+      return import('./libvirt/index.js');
+  }
+}
+
 /** The provider for a planned snapshot (a fresh instance per guest run: providers keep state between steps). */
-export function snapshotProvider(s: PlannedSnapshot): SnapshotProvider {
+export async function snapshotProvider(s: PlannedSnapshot): Promise<SnapshotProvider> {
   switch (s.provider) {
     case 'command':
-      return commandProvider(s);
+      return (await import('./command.js')).commandProvider(s);
     case 'qmp':
-      return qmpProvider(s);
+      return (await import('./qmp/index.js')).qmpProvider(s);
     case 'libvirt':
-      return libvirtProvider(s);
+      return (await import('./libvirt/index.js')).libvirtProvider(s);
   }
 }
 
@@ -56,9 +68,6 @@ export function planSnapshot(
   };
 }
 
-export { libvirtChecks, type LibvirtCheck } from './libvirt/index.js';
-export { previewLevel, type LevelPreview } from './qmp/chain.js';
-export { previewLibvirtLevel } from './libvirt/chain.js';
 export type {
   BackupRecord,
   WindowFacts,
@@ -69,4 +78,3 @@ export type {
   SnapshotTaken,
   SnapshotContext,
 } from './types.js';
-export { QmpClient, QmpError, type QmpEvent } from '../qmp/client.js';

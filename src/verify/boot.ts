@@ -102,7 +102,7 @@ export async function bootPoint(point: RestorePoint, cfg: BootVerifyConfig, opts
       step: 'verify',
       log: opts.log,
     }).then((r) => (exited = r));
-    const agent = guestAgent({ kind: 'socket', path: join(dir, 'qga.sock') });
+    const agent = await guestAgent({ kind: 'socket', path: join(dir, 'qga.sock') });
     const consoleTail = async (): Promise<string> => {
       const text = await readFile(join(dir, 'console.log'), 'latin1').catch(() => '');
       const lines = text.trim().split('\n').slice(-3).join(' | ');

@@ -33,7 +33,7 @@ export async function emergencyThaw(
     stateDir: string;
     log: Log;
     force: boolean;
-    agent: (g: ResolvedGuest) => GuestAgent;
+    agent: (g: ResolvedGuest) => GuestAgent | Promise<GuestAgent>;
   },
 ): Promise<EmergencyResult> {
   const address = describeConnector(g.connector);
@@ -63,7 +63,7 @@ export async function emergencyThaw(
   }
   let agent: GuestAgent | undefined;
   try {
-    agent = o.agent(g);
+    agent = await o.agent(g);
     const journal = new Journal(o.stateDir);
     const records = journal.list().records.filter((r) => r.guest === g.name && !ownerAlive(r));
     const frozen = records.find((r) => r.frozen !== undefined)?.frozen;

@@ -13,7 +13,7 @@ import { preflight } from './preflight.js';
 import { thawAndProve } from './thaw.js';
 
 /** How a run reaches guests (tests substitute connectors). */
-export type AgentFactory = (g: GuestPlan, log: Log) => GuestAgent;
+export type AgentFactory = (g: GuestPlan, log: Log) => GuestAgent | Promise<GuestAgent>;
 
 export const defaultAgentFactory: AgentFactory = (g, log) =>
   guestAgent(g.connector, { maxReplyBytes: g.maxReplyBytes, onEvent: log });
@@ -35,8 +35,8 @@ export class GuestRun {
   /** The freeze request, from sending to its reply or failure. */
   private freezing: Promise<void> | undefined;
   private ranHooks = false;
-  /** One per run: a provider keeps state from prepare to dispose (a QMP connection, its block jobs). */
-  private readonly provider: SnapshotProvider;
+  /** One per run, made at connect: a provider keeps state from prepare to dispose (a QMP connection, its block jobs). */
+  private provider: SnapshotProvider | undefined;
 
   constructor(
     readonly plan: GuestPlan,
@@ -55,7 +55,6 @@ export class GuestRun {
       steps: [],
       errors: [],
     };
-    this.provider = snapshotProvider(plan.snapshot);
   }
 
   /** performance.now() when the freeze's reply came (the guard measures a group's skew). */
@@ -213,8 +212,10 @@ export class GuestRun {
   /** Takes the snapshot through the guest's provider; what it leaves running is completed after the thaw. */
   async snapshot(signal: AbortSignal | undefined, inWindow: boolean): Promise<void> {
     await this.step('snapshot', async () => {
+      // Made at connect; a crash-consistent fallback after a failed connect makes it here, outside any window.
+      const provider = (this.provider ??= await snapshotProvider(this.plan.snapshot));
       const t0 = performance.now();
-      this.taken = await this.provider.take({
+      this.taken = await provider.take({
         guest: this.plan.name,
         log: this.log,
         inWindow,
@@ -250,7 +251,7 @@ export class GuestRun {
     const g = this.plan;
     await this.step('connect', async () => {
       this.lock = await acquireGuestLock(g.address, this.lockWaitMs, this.runId);
-      this.agent = this.factory(g, this.log);
+      this.agent = await this.factory(g, this.log);
       await this.agent.execute('guest-ping', undefined, { timeoutMs: g.timeouts.connectMs });
     });
     await this.step('preflight', async () => {
@@ -259,7 +260,8 @@ export class GuestRun {
       if (found.problems[0]) throw found.problems[0];
     });
     // The provider's set-up (a QMP connection, target files) fails here, before hooks or a freeze.
-    const prepare = this.provider.prepare?.bind(this.provider);
+    const provider = (this.provider = await snapshotProvider(g.snapshot));
+    const prepare = provider.prepare?.bind(provider);
     if (prepare) await this.step('snapshot-prepare', () => prepare({ guest: g.name, log: this.log }));
     for (const [i, h] of g.preHooks.entries()) await this.processStep(`pre-hook ${i + 1}`, h, signal);
     this.ranHooks = g.preHooks.length > 0;
@@ -365,7 +367,7 @@ export class GuestRun {
   async close(): Promise<void> {
     const error = this.result.errors[0]?.message;
     await this.provider
-      .dispose?.({ guest: this.plan.name, log: this.log, ...(error !== undefined ? { error } : {}) })
+      ?.dispose?.({ guest: this.plan.name, log: this.log, ...(error !== undefined ? { error } : {}) })
       .catch(() => undefined);
     await this.agent?.close().catch(() => undefined);
     this.agent = undefined;

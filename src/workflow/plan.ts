@@ -14,7 +14,8 @@ import type {
   VerifyConfig,
 } from '../config/types.js';
 import { snapshotRepository } from '../config/types.js';
-import { planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
+import { loadConnector } from '../guest/connect.js';
+import { loadProvider, planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
 import { describePrune, type PlannedPrune } from './prune.js';
 
 /** A process a step runs (hook, backup, verify, notify), its argv resolved for this run. */
@@ -189,8 +190,20 @@ function planPrune(guest: string, p: PruneConfig, snapshot: PlannedSnapshot, val
   return { ...rules, dir: p.dir, match: fillPlaceholders(p.match, values), repository: undefined };
 }
 
+/**
+ * Loads the modules of the connectors and snapshot providers these guests use,
+ * and only those. A command with a frozen window calls it before the first
+ * window opens (through cli/load-command.ts's compiledEagerly): nothing loads
+ * or compiles inside a window.
+ */
+export async function loadGuestKinds(guests: readonly GuestPlan[]): Promise<void> {
+  const connectors = new Set(guests.map((g) => g.connector.kind));
+  const providers = new Set(guests.map((g) => g.snapshot.provider));
+  await Promise.all([...[...connectors].map(loadConnector), ...[...providers].map(loadProvider)]);
+}
+
 /** The plan as readable lines (for `quiesce plan`). */
-export function formatPlan(p: Plan): string {
+export async function formatPlan(p: Plan): Promise<string> {
   const ms = (n: number) => (n % 1000 === 0 ? `${n / 1000}s` : `${n}ms`);
   const argv = (a: readonly string[]) =>
     a.map((x) => (/^[\w@%+=:,./-]+$/.test(x) ? x : `'${x.replace(/'/g, `'\\''`)}'`)).join(' ');
@@ -211,7 +224,7 @@ export function formatPlan(p: Plan): string {
       const line = (s: string) => out.push(`${pre}${n++}. ${s}`);
       line(`connect ${g.address} and sync (timeout ${ms(g.timeouts.connectMs)})`);
       line('preflight: freeze commands enabled, status thawed, mountpoints exist');
-      const provider = snapshotProvider(g.snapshot);
+      const provider = await snapshotProvider(g.snapshot);
       const around = provider.planSteps?.() ?? {};
       if (around.beforeFreeze) line(around.beforeFreeze);
       for (const h of g.preHooks) line(`pre-hook: ${argv(h.argv)} (timeout ${ms(h.timeoutMs)})`);

@@ -5,7 +5,7 @@ import type { Log } from '../log/logger.js';
 import { formatBytes } from '../repository/list.js';
 import { pruneRepository, type RepositoryPrune } from '../repository/prune.js';
 import { keepText, selectByRules } from '../repository/retention.js';
-import { deleteCheckpoints, type CheckpointHome } from '../snapshot/libvirt/prune.js';
+import type { CheckpointHome } from '../snapshot/libvirt/prune.js';
 
 /**
  * A guest's retention as planned for a run: over backup files (`dir` and
@@ -77,7 +77,13 @@ export function prune(guest: string, p: PlannedPrune, opts: { log: Log; dryRun: 
   const home = p.checkpoints;
   return pruneRepository(p.repository, guest, p, {
     ...opts,
-    ...(home ? { dropCheckpoints: deleteCheckpoints(home, guest) } : {}),
+    // libvirt's client loads only when there are checkpoints to delete.
+    ...(home
+      ? {
+          dropCheckpoints: async (names) =>
+            (await import('../snapshot/libvirt/prune.js')).deleteCheckpoints(home, guest)(names),
+        }
+      : {}),
   });
 }
 

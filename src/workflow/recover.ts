@@ -10,7 +10,7 @@ import { Journal, ownerAlive } from './journal.js';
 import type { RecoveryResult } from './results.js';
 import { thawAndProve } from './thaw.js';
 
-export type RecoveryAgentFactory = (connector: ConnectorSpec, log: Log) => GuestAgent;
+export type RecoveryAgentFactory = (connector: ConnectorSpec, log: Log) => GuestAgent | Promise<GuestAgent>;
 
 const defaultFactory: RecoveryAgentFactory = (c, log) => guestAgent(c, { onEvent: log });
 
@@ -66,7 +66,7 @@ export async function recover(
     }
     let agent: GuestAgent | undefined;
     try {
-      agent = factory(r.connector, log);
+      agent = await factory(r.connector, log);
       const t = await thawAndProve(agent, {
         guest: r.guest,
         log,

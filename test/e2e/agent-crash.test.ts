@@ -35,7 +35,7 @@ for (const kind of ['qemu-ga', 'quiesce'] as AgentKind[]) {
         agentArgs: [...(kind === 'quiesce' ? ['--fsfreeze-include=/data'] : []), `--fsfreeze-hook=${HOOK}`],
         kernelArgs: [WRITER_ARG, 'quiesce.crash_hook=1'],
       });
-      const agent = guestAgent({ kind: 'socket', path: guest.qgaSocket });
+      const agent = await guestAgent({ kind: 'socket', path: guest.qgaSocket });
       try {
         const caps = parseCapabilities(await agent.execute('guest-info'));
         if (!isEnabled(caps, 'guest-fsfreeze-freeze-list')) skip = `${kind} ${caps.version} cannot freeze yet`;
@@ -85,7 +85,7 @@ for (const kind of ['qemu-ga', 'quiesce'] as AgentKind[]) {
         assert.equal(readdirSync(join(stateDir, 'journal')).length, 1, 'the killed run left its journal record');
 
         await waitForAgentSync(g.qgaSocket, 60_000);
-        const agent = guestAgent({ kind: 'socket', path: g.qgaSocket });
+        const agent = await guestAgent({ kind: 'socket', path: g.qgaSocket });
         try {
           assert.equal(
             await agent.execute('guest-fsfreeze-status'),
@@ -112,7 +112,7 @@ for (const kind of ['qemu-ga', 'quiesce'] as AgentKind[]) {
           assert.ok(Date.now() < deadline, 'the writer resumed after the recovery');
           await sleep(100);
         }
-        const check = guestAgent({ kind: 'socket', path: g.qgaSocket });
+        const check = await guestAgent({ kind: 'socket', path: g.qgaSocket });
         try {
           assert.equal(await check.execute('guest-fsfreeze-status'), 'thawed');
         } finally {

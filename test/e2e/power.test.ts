@@ -35,7 +35,7 @@ for (const kind of ['qemu-ga', 'quiesce'] as AgentKind[]) {
     test('guest-suspend-ram: QEMU emits SUSPEND, system_wakeup brings the guest back, the agent answers', async (t: TestContext) => {
       const g = guest!;
       const q = qmp!;
-      const agent = guestAgent({ kind: 'socket', path: g.qgaSocket });
+      const agent = await guestAgent({ kind: 'socket', path: g.qgaSocket });
       try {
         const why = await unsupported(agent, 'guest-suspend-ram');
         if (why) return t.skip(why);
@@ -62,7 +62,7 @@ for (const kind of ['qemu-ga', 'quiesce'] as AgentKind[]) {
         assert.equal((await q.execute<{ status: string }>('query-status')).status, 'running');
         await agent.close();
         await waitForAgentSync(g.qgaSocket, 60_000);
-        const again = guestAgent({ kind: 'socket', path: g.qgaSocket });
+        const again = await guestAgent({ kind: 'socket', path: g.qgaSocket });
         try {
           assert.deepEqual(await again.execute('guest-ping'), {});
         } finally {
@@ -79,7 +79,7 @@ for (const kind of ['qemu-ga', 'quiesce'] as AgentKind[]) {
     test('guest-shutdown: QEMU emits SHUTDOWN (guest-initiated) and exits', async (t: TestContext) => {
       const g = guest!;
       const q = qmp!;
-      const agent = guestAgent({ kind: 'socket', path: g.qgaSocket });
+      const agent = await guestAgent({ kind: 'socket', path: g.qgaSocket });
       try {
         const why = await unsupported(agent, 'guest-shutdown');
         if (why) return t.skip(why);

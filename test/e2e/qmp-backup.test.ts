@@ -37,7 +37,7 @@ const agentArgs = (kind: AgentKind): string[] => (kind === 'quiesce' ? ['--fsfre
 
 /** Why this guest's agent cannot take part (no freeze-list yet), or undefined. */
 async function freezeUnsupported(g: Guest): Promise<string | undefined> {
-  const agent = guestAgent({ kind: 'socket', path: g.qgaSocket });
+  const agent = await guestAgent({ kind: 'socket', path: g.qgaSocket });
   try {
     const caps = parseCapabilities(await agent.execute('guest-info'));
     const missing = ['guest-fsfreeze-freeze-list', 'guest-fsfreeze-thaw', 'guest-fsfreeze-status'].filter(
@@ -187,7 +187,7 @@ for (const kind of KINDS) {
         for (let i = 1; i <= 3; i++) {
           await writerRuns(g, 10);
           const log = captureLogger();
-          const p = snapshotProvider({
+          const p = await snapshotProvider({
             provider: 'qmp',
             socket: g.qmpSocket,
             mode: 'backup',

@@ -46,7 +46,7 @@ export type OpsGuest = Pick<Guest, 'console' | 'consoleOffset' | 'waitForConsole
 
 /** Runs `fn` with a fresh agent connection to the guest, closed afterwards. */
 export async function withAgent<T>(g: OpsGuest, fn: (agent: GuestAgent) => Promise<T>): Promise<T> {
-  const agent = guestAgent('qgaSocket' in g ? { kind: 'socket', path: g.qgaSocket } : g.agentConnector);
+  const agent = await guestAgent('qgaSocket' in g ? { kind: 'socket', path: g.qgaSocket } : g.agentConnector);
   try {
     return await fn(agent);
   } finally {

@@ -17,7 +17,7 @@ const withSnapshot = (snapshot: Record<string, unknown>) => ({
   jobs: { nightly: { guests: ['vm1'], budget: '5s' } },
 });
 
-test('a qmp snapshot resolves with its defaults (mode backup, all disks, raw) and plans with {disk} left to fill', () => {
+test('a qmp snapshot resolves with its defaults (mode backup, all disks, raw) and plans with {disk} left to fill', async () => {
   const c = resolveConfig(
     withSnapshot({ provider: 'qmp', socket: '/run/vm1/qmp.sock', target: '/backup/{guest}-{disk}-{timestamp}.img' }),
     'q.yaml',
@@ -45,7 +45,7 @@ test('a qmp snapshot resolves with its defaults (mode backup, all disks, raw) an
     timeoutMs: 3_600_000,
   });
   assert.match(
-    formatPlan(p),
+    await formatPlan(p),
     /snapshot \(qmp\): QMP unix:\/run\/vm1\/qmp\.sock: one transaction of blockdev-backup \(sync full\) of all disks → \/backup\/vm1-\{disk\}-20261125T054700Z\.img \(raw\); the copy finishes after the thaw \(timeout 1h\)/,
   );
 });
@@ -74,7 +74,7 @@ test('a repository: backup mode, qcow2, level auto; its placeholders filled in t
   assert.equal(planned.provider === 'qmp' && planned.repository?.dir, '/srv/backups/nightly');
 });
 
-test('snapshot mode defaults to qcow2 overlays; listed disks and a copy timeout are kept', () => {
+test('snapshot mode defaults to qcow2 overlays; listed disks and a copy timeout are kept', async () => {
   const c = resolveConfig(
     withSnapshot({
       provider: 'qmp',
@@ -96,7 +96,7 @@ test('snapshot mode defaults to qcow2 overlays; listed disks and a copy timeout 
   ]);
   const p = plan(c, 'nightly', { runId: 'r1', now: new Date('2026-11-25T05:47:00Z') });
   assert.match(
-    formatPlan(p),
+    await formatPlan(p),
     /one transaction of blockdev-snapshot-sync of vda, data1 → \/var\/lib\/overlays\/vm1-\{disk\}-2026-11-25\.qcow2 \(qcow2 overlays\)/,
   );
 });

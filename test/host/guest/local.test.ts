@@ -10,7 +10,7 @@ test('the local connector finds the installed agent bundle', () => {
 });
 
 test('the local connector spawns quiesce-agent over stdio and talks to it', async () => {
-  const agent = guestAgent({ kind: 'local' });
+  const agent = await guestAgent({ kind: 'local' });
   try {
     assert.deepEqual(await agent.execute('guest-ping'), {});
     const caps = parseCapabilities(await agent.execute('guest-info'));

@@ -40,7 +40,7 @@ async function backup(
   s: PlannedQmpSnapshot,
 ): Promise<{ record: BackupRecord | undefined; error?: Error; log: ReturnType<typeof captureLogger> }> {
   const log = captureLogger();
-  const p = snapshotProvider(s);
+  const p = await snapshotProvider(s);
   let record: BackupRecord | undefined;
   try {
     await p.prepare?.({ guest: 'vm', log });
@@ -336,7 +336,7 @@ describe('backup chains through QMP: crashes, added disks, broken chains', { ski
     await qmp(qemu.qmpSocket, 'human-monitor-command', { 'command-line': `qemu-io -d ${DEVICE_PATH} "flush"` });
 
     const log = captureLogger();
-    const p = snapshotProvider(planned(qemu.qmpSocket, repo));
+    const p = await snapshotProvider(planned(qemu.qmpSocket, repo));
     await p.prepare?.({ guest: 'vm', log });
     const taken = await p.take({ guest: 'vm', log, inWindow: true });
     process.kill(qemu.pid, 'SIGKILL');

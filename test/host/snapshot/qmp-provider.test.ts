@@ -68,7 +68,7 @@ describe('qmp provider against a real QEMU (paused, no guest code)', { skip: bar
   test('backup (raw) of one device: a byte-identical copy, mode 0600; nodes and jobs gone afterwards', async () => {
     const before = await inspect(qemu.qmpSocket);
     const files = await run(
-      snapshotProvider(planned({ socket: qemu.qmpSocket, disks: ['vda'], target: join(out, 'raw-{disk}.img') })),
+      await snapshotProvider(planned({ socket: qemu.qmpSocket, disks: ['vda'], target: join(out, 'raw-{disk}.img') })),
     );
     assert.deepEqual(files, [join(out, 'raw-vda.img')]);
     assert.ok(readFileSync(qemu.dataImage).equals(readFileSync(files[0]!)), 'the copy equals the disk');
@@ -80,7 +80,9 @@ describe('qmp provider against a real QEMU (paused, no guest code)', { skip: bar
 
   test('backup (qcow2) of all disks in one transaction: {disk} names each file by device id', async () => {
     const files = await run(
-      snapshotProvider(planned({ socket: qemu.qmpSocket, format: 'qcow2', target: join(out, 'all-{disk}.qcow2') })),
+      await snapshotProvider(
+        planned({ socket: qemu.qmpSocket, format: 'qcow2', target: join(out, 'all-{disk}.qcow2') }),
+      ),
     );
     assert.deepEqual([...files].sort(), [join(out, 'all-vd1.qcow2'), join(out, 'all-vda.qcow2')]);
     assert.ok(same(qemu.dataImage, 'raw', join(out, 'all-vda.qcow2'), 'qcow2'));
@@ -94,7 +96,9 @@ describe('qmp provider against a real QEMU (paused, no guest code)', { skip: bar
 
   test('a node below a device can be backed up by node name (backup mode)', async () => {
     const files = await run(
-      snapshotProvider(planned({ socket: qemu.qmpSocket, disks: ['file0'], target: join(out, 'node-{disk}.img') })),
+      await snapshotProvider(
+        planned({ socket: qemu.qmpSocket, disks: ['file0'], target: join(out, 'node-{disk}.img') }),
+      ),
     );
     assert.deepEqual(files, [join(out, 'node-file0.img')]);
     assert.ok(readFileSync(qemu.dataImage).equals(readFileSync(files[0]!)));
@@ -104,7 +108,7 @@ describe('qmp provider against a real QEMU (paused, no guest code)', { skip: bar
     const existing = join(out, 'exists-vda.img');
     writeFileSync(existing, 'precious');
     const nodes = (await inspect(qemu.qmpSocket)).nodes;
-    const p = snapshotProvider(
+    const p = await snapshotProvider(
       planned({ socket: qemu.qmpSocket, disks: ['vda'], target: join(out, 'exists-{disk}.img') }),
     );
     await assert.rejects(
@@ -118,12 +122,14 @@ describe('qmp provider against a real QEMU (paused, no guest code)', { skip: bar
   test('a missing target directory and an unknown disk fail clearly', async () => {
     await assert.rejects(
       run(
-        snapshotProvider(planned({ socket: qemu.qmpSocket, disks: ['vda'], target: join(out, 'no/such/{disk}.img') })),
+        await snapshotProvider(
+          planned({ socket: qemu.qmpSocket, disks: ['vda'], target: join(out, 'no/such/{disk}.img') }),
+        ),
       ),
       /its directory does not exist/,
     );
     await assert.rejects(
-      run(snapshotProvider(planned({ socket: qemu.qmpSocket, disks: ['vdz'], target: join(out, '{disk}.img') }))),
+      run(await snapshotProvider(planned({ socket: qemu.qmpSocket, disks: ['vdz'], target: join(out, '{disk}.img') }))),
       (err: unknown) =>
         err instanceof QuiesceError &&
         err.code === 'CONFIG_MISMATCH' &&
@@ -134,7 +140,7 @@ describe('qmp provider against a real QEMU (paused, no guest code)', { skip: bar
 
   test('dispose after a take that never completed (window cut short): jobs cancelled or dismissed, nodes and the partial file removed', async () => {
     const log = captureLogger();
-    const p = snapshotProvider(
+    const p = await snapshotProvider(
       planned({ socket: qemu.qmpSocket, disks: ['vda'], target: join(out, 'cut-{disk}.img') }),
     );
     await p.prepare!({ guest: 'vm', log });
@@ -160,7 +166,7 @@ describe('qmp provider against a real QEMU (paused, no guest code)', { skip: bar
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]);
       try {
         // A few MB of ext4 metadata do not fit in 1 MiB.
-        const p = snapshotProvider(
+        const p = await snapshotProvider(
           planned({ socket: qemu.qmpSocket, disks: ['vda'], target: join(small, '{disk}.img') }),
         );
         await assert.rejects(run(p), (err: unknown) => {
@@ -182,7 +188,7 @@ describe('qmp provider against a real QEMU (paused, no guest code)', { skip: bar
   // Last: it changes the device's top node for good.
   test('snapshot mode: one transaction of blockdev-snapshot-sync; the device now writes to the qcow2 overlay', async () => {
     const files = await run(
-      snapshotProvider(
+      await snapshotProvider(
         planned({
           socket: qemu.qmpSocket,
           mode: 'snapshot',
@@ -201,7 +207,7 @@ describe('qmp provider against a real QEMU (paused, no guest code)', { skip: bar
     // The old top node is below the overlay now: snapshot mode refuses it by name.
     await assert.rejects(
       run(
-        snapshotProvider(
+        await snapshotProvider(
           planned({
             socket: qemu.qmpSocket,
             mode: 'snapshot',
@@ -281,7 +287,7 @@ describe('qmp provider: how block jobs end (scripted QMP)', () => {
       });
       ev('BLOCK_JOB_CANCELLED', { device: b, type: 'backup', len: 4096, offset: 0, speed: 0 });
     });
-    await assert.rejects(run(provider(f.path)), (err: unknown) => {
+    await assert.rejects(run(await provider(f.path)), (err: unknown) => {
       assert.ok(err instanceof QuiesceError && err.code === 'BLOCK_JOB_FAILED');
       assert.match(
         err.message,
@@ -299,14 +305,14 @@ describe('qmp provider: how block jobs end (scripted QMP)', () => {
       ev('BLOCK_JOB_COMPLETED', { device: a, type: 'backup', len: 4096, offset: 4096, speed: 0 });
       ev('BLOCK_JOB_CANCELLED', { device: b, type: 'backup', len: 4096, offset: 100, speed: 0 });
     });
-    await assert.rejects(run(provider(f.path)), /backup failed: vdb → .*: cancelled/);
+    await assert.rejects(run(await provider(f.path)), /backup failed: vdb → .*: cancelled/);
   });
 
   test('completed without error: success, then job-dismiss and blockdev-del for each', async () => {
     const f = await scripted((jobs, ev) => {
       for (const j of jobs) ev('BLOCK_JOB_COMPLETED', { device: j, type: 'backup', len: 4096, offset: 4096, speed: 0 });
     });
-    const files = await run(provider(f.path));
+    const files = await run(await provider(f.path));
     assert.equal(files.length, 2);
     for (const file of files) assert.ok(existsSync(file));
     const cmds = f.commands();
@@ -326,7 +332,7 @@ describe('qmp provider: how block jobs end (scripted QMP)', () => {
   test('a copy that does not finish in time fails with a timeout naming the disks, and is cancelled', async () => {
     const f = await scripted(() => undefined);
     const t0 = Date.now();
-    await assert.rejects(run(provider(f.path, 300)), /the copy of vda, vdb did not finish within 300ms/);
+    await assert.rejects(run(await provider(f.path, 300)), /the copy of vda, vdb did not finish within 300ms/);
     assert.ok(Date.now() - t0 < 15_000);
     assert.equal(f.requests.filter((r) => r.execute === 'block-job-cancel').length, 2);
   });
@@ -334,7 +340,7 @@ describe('qmp provider: how block jobs end (scripted QMP)', () => {
   test('a signal during the copy ends the wait (INTERRUPTED); dispose cancels the jobs and removes the files', async () => {
     const f = await scripted(() => undefined);
     const log = captureLogger();
-    const p = provider(f.path, 60_000);
+    const p = await provider(f.path, 60_000);
     await p.prepare!({ guest: 'vm', log });
     const taken = await p.take({ guest: 'vm', log, inWindow: true });
     const ac = new AbortController();
@@ -354,6 +360,6 @@ describe('qmp provider: how block jobs end (scripted QMP)', () => {
         for (const c of fake!.connections) c.socket.destroy();
       }, 50);
     });
-    await assert.rejects(run(provider(f.path)), /QEMU's monitor went away during the copy/);
+    await assert.rejects(run(await provider(f.path)), /QEMU's monitor went away during the copy/);
   });
 });

@@ -137,13 +137,13 @@ for (const [what, raw, re] of refused)
     );
   });
 
-test('quiesce plan describes each verify kind', () => {
+test('quiesce plan describes each verify kind', async () => {
   const text = (v: unknown) =>
     formatPlan(plan(resolve(config(v)), 'j', { runId: 'r1', now: new Date('2026-03-01T00:00:00Z') }));
-  assert.match(text({ argv: ['check', '{guest}'] }), /\d+\. verify: check a \(timeout 3600s\)/);
-  assert.match(text({ kind: 'fsck' }), /verify \(fsck\): each filesystem of this run's backup checked read-only/);
+  assert.match(await text({ argv: ['check', '{guest}'] }), /\d+\. verify: check a \(timeout 3600s\)/);
+  assert.match(await text({ kind: 'fsck' }), /verify \(fsck\): each filesystem of this run's backup checked read-only/);
   assert.match(
-    text({ kind: 'boot', kernel: '/k', initrd: '/i', checks: { mountpoints: ['/data'], commands: [['true']] } }),
+    await text({ kind: 'boot', kernel: '/k', initrd: '/i', checks: { mountpoints: ['/data'], commands: [['true']] } }),
     /verify \(boot\): this run's backup booted in a throwaway QEMU \(\/k, 1024 MiB, 1 CPU, no network\) until its agent answers; then mountpoint \/data, true exits 0 \(timeout 300s\)/,
   );
 });

@@ -283,9 +283,12 @@ describe('newRunId()', () => {
   });
 });
 
+const fullPlan = planOf(fullConfig());
+const fullPlanText = await formatPlan(fullPlan);
+
 describe('formatPlan()', () => {
-  const planned = planOf(fullConfig());
-  const text = formatPlan(planned);
+  const planned = fullPlan;
+  const text = fullPlanText;
   const lines = text.split('\n');
 
   test('opens with the job, run, source, budget, concurrency, failure policy and state dir; ends with a newline', () => {
@@ -334,8 +337,8 @@ describe('formatPlan()', () => {
     assert.deepEqual(lines.slice(-3), ['', `notify: notify nightly ${RUN}`, '']);
   });
 
-  test('arguments a shell would split or expand are quoted, and a quote inside is escaped', () => {
-    const t = formatPlan(
+  test('arguments a shell would split or expand are quoted, and a quote inside is escaped', async () => {
+    const t = await formatPlan(
       planOf(
         testConfig({
           stateDir: STATE,

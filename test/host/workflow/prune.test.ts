@@ -97,7 +97,7 @@ function repositoryConfig(prune: Record<string, unknown>) {
   });
 }
 
-test('a guest with a repository plans its prune over the repository’s restore points, placeholders filled', () => {
+test('a guest with a repository plans its prune over the repository’s restore points, placeholders filled', async () => {
   const now = new Date('2026-12-02T02:00:00Z');
   const p = plan(repositoryConfig({ keepLast: 3, keepDaily: 7, keepMonthly: 6 }), 'nightly', { runId: 'r', now });
   const g = p.units[0]!.guests[0]!;
@@ -111,12 +111,12 @@ test('a guest with a repository plans its prune over the repository’s restore 
     repository: '/srv/backups/nightly',
   });
   assert.match(
-    formatPlan(p),
+    await formatPlan(p),
     /\d+\. prune restore points in \/srv\/backups\/nightly: keep last 3, daily 7, weekly 0, monthly 6; a kept point keeps its parents\n/,
   );
 });
 
-test('a guest with backup files plans its prune over them; monthly shows when set', () => {
+test('a guest with backup files plans its prune over them; monthly shows when set', async () => {
   const c = testConfig({
     stateDir: '/var/tmp/quiesce-prune-test',
     guests: { vm: { prune: { dir: '/b', match: '{guest}-*.img', keepWeekly: 2, keepMonthly: 12 } } },
@@ -124,5 +124,5 @@ test('a guest with backup files plans its prune over them; monthly shows when se
   });
   const p = plan(c, 'nightly', { runId: 'r', now: new Date('2026-12-02T02:00:00Z') });
   assert.equal(p.units[0]!.guests[0]!.prune?.match, 'vm-*.img');
-  assert.match(formatPlan(p), /\d+\. prune \/b\/vm-\*\.img: keep last 0, daily 0, weekly 2, monthly 12\n/);
+  assert.match(await formatPlan(p), /\d+\. prune \/b\/vm-\*\.img: keep last 0, daily 0, weekly 2, monthly 12\n/);
 });
