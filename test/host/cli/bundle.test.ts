@@ -2,7 +2,8 @@
 // while the other CLI tests run tsc's dist/src/bin.js: the bundle must load every lazy part the same way.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +24,21 @@ function quiesce(args: string[]) {
 test("package.json's bin is the bundle", () => {
   assert.equal(join(ROOT, pkg.bin['quiesce']!), BUNDLE);
 });
+
+test(
+  'a reader that closed the pipe (quiesce --help | head) ends the output quietly: no EPIPE stack, status 0',
+  { skip: existsSync(BUNDLE) ? false : 'dist/cli/bin.js is not built (npm run build)' },
+  async () => {
+    const child = spawn(process.execPath, [BUNDLE, '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // The read end closes before the command writes a byte: its write meets EPIPE.
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const [status] = (await once(child, 'close')) as [number | null];
+    assert.doesNotMatch(stderr, /EPIPE|Unhandled 'error' event/);
+    assert.equal(status, 0);
+  },
+);
 
 describe(
   'the bundled CLI',
