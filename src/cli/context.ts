@@ -59,11 +59,24 @@ export class CliContext {
 
   private readonly recoveries = new Map<string, Promise<RecoveryResult[]>>();
 
-  /** Loads the config, then recovers its journal: every command starts by thawing what a dead run left frozen. */
-  async loadConfig(): Promise<ResolvedConfig> {
+  /**
+   * Loads the config, then recovers its journal: every command starts by
+   * thawing what a dead run left frozen. With `frozenWindow` (run, freeze), the
+   * config's connectors and snapshot providers are loaded before that
+   * recovery, compiled eagerly: recovery would otherwise load a connector as
+   * usual, and the window would run code compiled inside it.
+   */
+  async loadConfig(o: { readonly frozenWindow?: boolean } = {}): Promise<ResolvedConfig> {
     // Loaded here, not with the CLI: cosmiconfig and zod are a large part of start-up, and `freeze --local` needs neither.
     const { loadConfig } = await import('../config/load.js');
     const config = await loadConfig(this.opts.config ? { file: this.opts.config } : {});
+    if (o.frozenWindow) {
+      const [{ compiledEagerly }, { loadGuestKinds }] = await Promise.all([
+        import('./load-command.js'),
+        import('../workflow/plan.js'),
+      ]);
+      await compiledEagerly(() => loadGuestKinds([...config.guests.values()]));
+    }
     await this.recover(config.stateDir);
     return config;
   }

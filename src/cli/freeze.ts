@@ -76,7 +76,7 @@ export async function freezeAndRun(
     prune: undefined,
     postHooks: [],
   };
-  // Before anything else uses them (recovery connects to guests): compiled whole, once.
+  // Compiled whole before the window (and before recovery connects); a no-op for those the config's load loaded.
   await compiledEagerly(() => loadGuestKinds([g]));
   const runId = newRunId(new Date());
   const run = new GuestRun(g, name, ctx.log, defaultAgentFactory, 0, runId);

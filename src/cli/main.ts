@@ -61,7 +61,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         }
         const run = await loadCommand(runModule, { frozenWindow: true });
         const ctx = ctxOf(run, cmd);
-        code = await run.impl.runJob(ctx, await ctx.loadConfig(), job, {
+        code = await run.impl.runJob(ctx, await ctx.loadConfig({ frozenWindow: true }), job, {
           ...(waitMs !== undefined ? { waitMs } : {}),
           ...(o.metricsFile ? { metricsFile: o.metricsFile } : {}),
         });
@@ -192,7 +192,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         const withConfig = !!(o.guest || cmd.optsWithGlobals<GlobalOptions>().config);
         const freeze = await loadCommand(freezeModule, { frozenWindow: true, config: withConfig });
         const ctx = ctxOf(freeze, cmd);
-        const config = withConfig ? await ctx.loadConfig() : undefined;
+        const config = withConfig ? await ctx.loadConfig({ frozenWindow: true }) : undefined;
         code = await freeze.impl.freezeAndRun(ctx, config, cmdArgs, {
           ...(o.guest ? { guest: o.guest } : {}),
           ...(o.local ? { local: true } : {}),

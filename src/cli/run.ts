@@ -71,7 +71,7 @@ export async function runJob(
   const job = pickJob(config, jobArg);
   const now = new Date();
   const p = plan(config, job, { runId: newRunId(now), now });
-  // Before anything else uses them (recovery connects to guests): compiled whole, once.
+  // Compiled whole before any window; a no-op when loadConfig({ frozenWindow }) loaded them (not for --demo).
   await compiledEagerly(() => loadGuestKinds(p.units.flatMap((u) => u.guests)));
   const lock = await acquireLock(`job:${config.stateDir}:${job}`, {
     waitMs: opts.waitMs ?? config.lockWaitMs,

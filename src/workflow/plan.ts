@@ -196,7 +196,12 @@ function planPrune(guest: string, p: PruneConfig, snapshot: PlannedSnapshot, val
  * window opens (through cli/load-command.ts's compiledEagerly): nothing loads
  * or compiles inside a window.
  */
-export async function loadGuestKinds(guests: readonly GuestPlan[]): Promise<void> {
+export async function loadGuestKinds(
+  guests: readonly {
+    readonly connector: ConnectorSpec;
+    readonly snapshot: { readonly provider: PlannedSnapshot['provider'] };
+  }[],
+): Promise<void> {
   const connectors = new Set(guests.map((g) => g.connector.kind));
   const providers = new Set(guests.map((g) => g.snapshot.provider));
   await Promise.all([...[...connectors].map(loadConnector), ...[...providers].map(loadProvider)]);
