@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { awaitReply, ConnectionEnd } from '../connection.js';
 import { QuiesceError } from '../errors.js';
 import { LibvirtError, readRemoteError } from './error.js';
 import {
@@ -90,11 +91,10 @@ export class RpcClient {
   readonly stats: RpcStats = { pingsAnswered: 0, strayReplies: 0, ignoredPackets: 0 };
   private readonly pending = new Map<number, Pending>();
   private readonly messageListeners = new Set<(m: RpcMessage) => void>();
-  private readonly closeListeners = new Set<(err: QuiesceError) => void>();
   private readonly pongWaiters = new Set<() => void>();
   private readonly decoder: PacketDecoder;
   private nextSerial = 1;
-  private closedWith: QuiesceError | undefined;
+  private readonly ended = new ConnectionEnd();
   private readonly socket: Duplex;
 
   private constructor(
@@ -105,9 +105,16 @@ export class RpcClient {
     this.socket = socket;
     this.address = transport.address;
     this.decoder = new PacketDecoder(opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES);
+    // First to hear of the end: the stream, then the calls in flight.
+    this.ended.listen((err) => {
+      socket.destroy();
+      transport.close?.();
+      for (const p of [...this.pending.values()]) p.reject(err);
+      this.pending.clear();
+    });
     socket.on('data', (d: Buffer) => this.onData(d));
-    socket.on('error', (err) => this.shutdown(this.gone(err.message)));
-    socket.on('close', () => this.shutdown(this.gone('closed by libvirtd')));
+    socket.on('error', (err) => this.ended.end(this.gone(err.message)));
+    socket.on('close', () => this.ended.end(this.gone('closed by libvirtd')));
   }
 
   /** A client over any duplex stream (see RpcTransport); no call is made yet. */
@@ -152,7 +159,7 @@ export class RpcClient {
 
   /** True once the connection is gone (closed by either side or failed). */
   get closed(): boolean {
-    return this.closedWith !== undefined;
+    return this.ended.reason !== undefined;
   }
 
   /**
@@ -168,69 +175,42 @@ export class RpcClient {
     args: Uint8Array | undefined,
     opts: CallOptions & { readonly name: string },
   ): Promise<Buffer> {
-    if (this.closedWith) return Promise.reject(this.closedWith);
+    if (this.ended.reason) return Promise.reject(this.ended.reason);
     const { name } = opts;
     const serial = this.takeSerial();
     const timeoutMs = opts.timeoutMs ?? this.opts.callTimeoutMs ?? 30_000;
-    return new Promise<Buffer>((resolve, reject) => {
-      const signal = opts.signal;
-      const finish = (): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        this.pending.delete(serial);
-      };
-      const timer = setTimeout(() => {
-        finish();
-        reject(
-          new QuiesceError('TIMEOUT', `${this.address}: no reply to ${name} within ${timeoutMs} ms`, this.guestOpt()),
-        );
-      }, timeoutMs);
-      const onAbort = (): void => {
-        finish();
-        reject(
-          new QuiesceError('TIMEOUT', `${this.address}: ${name} aborted`, {
-            cause: signal?.reason,
-            ...this.guestOpt(),
-          }),
-        );
-      };
-      if (signal?.aborted) return onAbort();
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(serial, {
-        name,
-        program,
-        procedure,
-        resolve: (payload) => {
-          finish();
-          resolve(payload);
-        },
-        reject: (err) => {
-          finish();
-          reject(err);
-        },
-      });
-      const header: PacketHeader = {
-        program,
-        version,
-        procedure,
-        type: MessageType.Call,
-        serial,
-        status: MessageStatus.Ok,
-      };
-      this.socket.write(encodePacket(header, args));
+    return awaitReply<Buffer>({
+      address: this.address,
+      name,
+      timeoutMs,
+      signal: opts.signal,
+      guest: this.opts.guest,
+      send: (settle) => {
+        this.pending.set(serial, { name, program, procedure, ...settle });
+        const header: PacketHeader = {
+          program,
+          version,
+          procedure,
+          type: MessageType.Call,
+          serial,
+          status: MessageStatus.Ok,
+        };
+        this.socket.write(encodePacket(header, args));
+      },
+      forget: () => this.pending.delete(serial),
     });
   }
 
   /** Sends a keepalive PING and resolves with the round trip in ms once the PONG is back. */
   ping(opts: CallOptions = {}): Promise<number> {
-    if (this.closedWith) return Promise.reject(this.closedWith);
+    if (this.ended.reason) return Promise.reject(this.ended.reason);
     const timeoutMs = opts.timeoutMs ?? this.opts.callTimeoutMs ?? 30_000;
     const started = performance.now();
     return new Promise<number>((resolve, reject) => {
       const done = (): void => {
         clearTimeout(timer);
         this.pongWaiters.delete(onPong);
-        this.closeListeners.delete(onClose);
+        this.ended.unlisten(onClose);
       };
       const onPong = (): void => {
         done();
@@ -247,7 +227,7 @@ export class RpcClient {
         );
       }, timeoutMs);
       this.pongWaiters.add(onPong);
-      this.closeListeners.add(onClose);
+      this.ended.listen(onClose);
       this.sendKeepalive(KeepaliveProc.PING);
     });
   }
@@ -260,17 +240,12 @@ export class RpcClient {
 
   /** Calls `listener` once when the connection ends (at once if it has); returns the unsubscribe function. */
   onClose(listener: (err: QuiesceError) => void): () => void {
-    if (this.closedWith) {
-      listener(this.closedWith);
-      return () => undefined;
-    }
-    this.closeListeners.add(listener);
-    return () => this.closeListeners.delete(listener);
+    return this.ended.listen(listener);
   }
 
   /** Closes the socket; pending calls fail with CHANNEL_GONE. */
   close(): void {
-    this.shutdown(new QuiesceError('CHANNEL_GONE', `${this.address}: client closed`, this.guestOpt()));
+    this.ended.end(new QuiesceError('CHANNEL_GONE', `${this.address}: client closed`, this.guestOpt()));
     this.socket.destroy();
   }
 
@@ -307,19 +282,8 @@ export class RpcClient {
     return new QuiesceError('CHANNEL_GONE', `${this.address}: connection ${reason}`, this.guestOpt());
   }
 
-  private shutdown(err: QuiesceError): void {
-    if (this.closedWith) return;
-    this.closedWith = err;
-    this.socket.destroy();
-    this.transport.close?.();
-    for (const p of [...this.pending.values()]) p.reject(err);
-    this.pending.clear();
-    for (const l of [...this.closeListeners]) l(err);
-    this.closeListeners.clear();
-  }
-
   private onData(chunk: Buffer): void {
-    if (this.closedWith) return;
+    if (this.ended.reason) return;
     let packets: Packet[];
     try {
       packets = this.decoder.push(chunk);
@@ -331,12 +295,12 @@ export class RpcClient {
               ...this.guestOpt(),
             })
           : this.gone(String(err));
-      this.shutdown(e);
+      this.ended.end(e);
       this.socket.destroy();
       return;
     }
     for (const p of packets) {
-      if (this.closedWith) return;
+      if (this.ended.reason) return;
       this.onPacket(p);
     }
   }

@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { encode, type JsonOut } from 'quiesce-agent/protocol';
+import { awaitReply, ConnectionEnd } from '../connection.js';
 import { QuiesceError } from '../errors.js';
 
 /** The largest single QMP message accepted (a query-named-block-nodes of a big VM is well under this). */
@@ -100,9 +101,8 @@ export class QmpClient {
   /** The part of a line received so far (chunks, and their total length). */
   private partial: Buffer[] = [];
   private partialBytes = 0;
-  private closedWith: QuiesceError | undefined;
+  private readonly ended = new ConnectionEnd();
   private onGreeting: ((g: Record<string, unknown>) => void) | undefined;
-  private readonly closeListeners = new Set<(err: QuiesceError) => void>();
 
   private constructor(
     private readonly socket: Socket,
@@ -112,9 +112,14 @@ export class QmpClient {
     this.address = `qmp:${path}`;
     this.maxMessageBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.backlogSize = opts.eventBacklog ?? DEFAULT_EVENT_BACKLOG;
+    // First to hear of the end: the calls in flight.
+    this.ended.listen((err) => {
+      for (const p of [...this.pending.values()]) p.reject(err);
+      this.pending.clear();
+    });
     socket.on('data', (d: Buffer) => this.onData(d));
-    socket.on('error', (err) => this.shutdown(this.gone(err.message)));
-    socket.on('close', () => this.shutdown(this.gone('closed by QEMU')));
+    socket.on('error', (err) => this.ended.end(this.gone(err.message)));
+    socket.on('close', () => this.ended.end(this.gone('closed by QEMU')));
   }
 
   /**
@@ -174,9 +179,9 @@ export class QmpClient {
       const done = (): void => {
         clearTimeout(timer);
         this.onGreeting = undefined;
-        this.closeListeners.delete(onClose);
+        this.ended.unlisten(onClose);
       };
-      this.closeListeners.add(onClose);
+      this.ended.listen(onClose);
       this.onGreeting = (g) => {
         done();
         resolve(g);
@@ -186,7 +191,7 @@ export class QmpClient {
 
   /** True once the connection is gone (closed by either side or failed). */
   get closed(): boolean {
-    return this.closedWith !== undefined;
+    return this.ended.reason !== undefined;
   }
 
   /** Runs one command and returns its `return` member as plain values; an error reply throws QmpError. */
@@ -208,52 +213,23 @@ export class QmpClient {
 
   /** Sends a prepared command (once) and resolves with its `return` member, like execute(). */
   send<T = unknown>(prepared: PreparedCommand, opts: QmpCallOptions = {}): Promise<T> {
-    if (this.closedWith) return Promise.reject(this.closedWith);
+    if (this.ended.reason) return Promise.reject(this.ended.reason);
     const { command, id } = prepared;
     if (this.sent.has(prepared)) return Promise.reject(new Error(`QMP command ${id} (${command}) was sent already`));
     this.sent.add(prepared);
     const timeoutMs = opts.timeoutMs ?? this.opts.commandTimeoutMs ?? 10_000;
-    return new Promise<T>((resolve, reject) => {
-      const signal = opts.signal;
-      const finish = (): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        this.pending.delete(id);
-      };
-      // After a timeout or abort a late reply is dropped: its id is no longer pending.
-      const timer = setTimeout(() => {
-        finish();
-        reject(
-          new QuiesceError(
-            'TIMEOUT',
-            `${this.address}: no reply to ${command} within ${timeoutMs} ms`,
-            this.guestOpt(),
-          ),
-        );
-      }, timeoutMs);
-      const onAbort = (): void => {
-        finish();
-        reject(
-          new QuiesceError('TIMEOUT', `${this.address}: ${command} aborted`, {
-            cause: signal?.reason,
-            ...this.guestOpt(),
-          }),
-        );
-      };
-      if (signal?.aborted) return onAbort();
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(id, {
-        command,
-        resolve: (v) => {
-          finish();
-          resolve(v as T);
-        },
-        reject: (e) => {
-          finish();
-          reject(e);
-        },
-      });
-      this.socket.write(prepared.bytes);
+    // After a timeout or abort a late reply is dropped: its id is no longer pending.
+    return awaitReply<T>({
+      address: this.address,
+      name: command,
+      timeoutMs,
+      signal: opts.signal,
+      guest: this.opts.guest,
+      send: (settle) => {
+        this.pending.set(id, { command, resolve: (v) => settle.resolve(v as T), reject: settle.reject });
+        this.socket.write(prepared.bytes);
+      },
+      forget: () => this.pending.delete(id),
     });
   }
 
@@ -265,12 +241,7 @@ export class QmpClient {
 
   /** Calls `listener` once when the connection ends (at once if it has); returns the unsubscribe function. */
   onClose(listener: (err: QuiesceError) => void): () => void {
-    if (this.closedWith) {
-      listener(this.closedWith);
-      return () => undefined;
-    }
-    this.closeListeners.add(listener);
-    return () => this.closeListeners.delete(listener);
+    return this.ended.listen(listener);
   }
 
   /** The sequence number of the last event received (0: none yet); pass it as `since` to miss nothing after now. */
@@ -291,7 +262,7 @@ export class QmpClient {
     const what = opts.what ?? 'a QMP event';
     const hit = this.backlog.find((e) => e.seq > since && pred(e));
     if (hit) return Promise.resolve(hit);
-    if (this.closedWith) return Promise.reject(this.closedWith);
+    if (this.ended.reason) return Promise.reject(this.ended.reason);
     const timeoutMs = opts.timeoutMs ?? this.opts.commandTimeoutMs ?? 10_000;
     return new Promise<QmpEvent>((resolve, reject) => {
       const signal = opts.signal;
@@ -299,7 +270,7 @@ export class QmpClient {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         this.listeners.delete(listener);
-        this.closeListeners.delete(onClose);
+        this.ended.unlisten(onClose);
       };
       const listener = (e: QmpEvent): void => {
         if (e.seq <= since || !pred(e)) return;
@@ -326,13 +297,13 @@ export class QmpClient {
       if (signal?.aborted) return onAbort();
       signal?.addEventListener('abort', onAbort, { once: true });
       this.listeners.add(listener);
-      this.closeListeners.add(onClose);
+      this.ended.listen(onClose);
     });
   }
 
   /** Closes the connection; pending commands and waiters fail with CHANNEL_GONE. */
   close(): void {
-    this.shutdown(new QuiesceError('CHANNEL_GONE', `${this.address}: client closed`, this.guestOpt()));
+    this.ended.end(new QuiesceError('CHANNEL_GONE', `${this.address}: client closed`, this.guestOpt()));
     this.socket.destroy();
   }
 
@@ -344,18 +315,9 @@ export class QmpClient {
     return new QuiesceError('CHANNEL_GONE', `${this.address}: connection ${reason}`, this.guestOpt());
   }
 
-  private shutdown(err: QuiesceError): void {
-    if (this.closedWith) return;
-    this.closedWith = err;
-    for (const p of [...this.pending.values()]) p.reject(err);
-    this.pending.clear();
-    for (const l of [...this.closeListeners]) l(err);
-    this.closeListeners.clear();
-  }
-
   private onData(chunk: Buffer): void {
     let start = 0;
-    for (let nl = chunk.indexOf(0x0a); nl >= 0 && !this.closedWith; nl = chunk.indexOf(0x0a, start)) {
+    for (let nl = chunk.indexOf(0x0a); nl >= 0 && !this.ended.reason; nl = chunk.indexOf(0x0a, start)) {
       const tail = chunk.subarray(start, nl);
       const line = this.partialBytes > 0 ? Buffer.concat([...this.partial, tail]) : tail;
       this.partial = [];
@@ -363,7 +325,7 @@ export class QmpClient {
       start = nl + 1;
       this.onLine(line);
     }
-    if (this.closedWith || start >= chunk.length) return;
+    if (this.ended.reason || start >= chunk.length) return;
     this.partial.push(chunk.subarray(start));
     this.partialBytes += chunk.length - start;
     if (this.partialBytes > this.maxMessageBytes) {
@@ -379,12 +341,12 @@ export class QmpClient {
   private fail(code: 'REPLY_TOO_LARGE' | 'OUT_OF_SYNC', text: string): void {
     this.partial = [];
     this.partialBytes = 0;
-    this.shutdown(new QuiesceError(code, `${this.address}: ${text}`, this.guestOpt()));
+    this.ended.end(new QuiesceError(code, `${this.address}: ${text}`, this.guestOpt()));
     this.socket.destroy();
   }
 
   private onLine(line: Buffer): void {
-    if (this.closedWith) return;
+    if (this.ended.reason) return;
     if (line.length > this.maxMessageBytes) {
       this.tooLarge();
       return;
