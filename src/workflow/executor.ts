@@ -136,19 +136,22 @@ async function runUnit(
       unit.frozenWindowMs = Math.max(0, ...runs.map((r) => r.result.frozenWindowMs ?? 0));
       for (const r of runs)
         r.result.consistency = snapshotOk && r.result.thawProven ? (r.hooksRan ? 'application' : 'filesystem') : 'none';
+      // An agent that answered the preflight, then failed or hung arming its watchdog or freezing: the policy
+      // decides, as for one that never answered. The thaw was tried first (the guard); the errors stay.
+      if (outcome.freezeFailed && plan.failurePolicy === 'crash-consistent' && !deps.signals.received)
+        snapshotOk = await withoutFreeze(
+          runs,
+          runs.map((r) => r.result.errors[0]?.message ?? 'the freeze failed'),
+          deps.log,
+          stop,
+        );
     } else if (!canFreeze && plan.failurePolicy === 'crash-consistent' && !deps.signals.received) {
-      // The policy allows a snapshot without a freeze; the result says so.
-      for (const [i, p] of prepared.entries()) {
-        if (p.status === 'rejected')
-          deps.log({
-            kind: 'fallback-crash-consistent',
-            guest: runs[i]!.plan.name,
-            reason: (p.reason as Error).message,
-          });
-      }
-      const snaps = await Promise.allSettled(runs.map((r) => r.snapshot(stop, false)));
-      snapshotOk = snaps.every((s) => s.status === 'fulfilled');
-      for (const r of runs) r.result.consistency = snapshotOk ? 'crash' : 'none';
+      snapshotOk = await withoutFreeze(
+        runs,
+        prepared.map((p) => (p.status === 'rejected' ? (p.reason as Error).message : undefined)),
+        deps.log,
+        stop,
+      );
     } else if (deps.signals.received) {
       for (const r of runs) r.addError('INTERRUPTED', interrupted(deps.signals, 'not frozen').message);
     } else if (u.kind === 'group') {
@@ -167,6 +170,26 @@ async function runUnit(
   } finally {
     await Promise.all(runs.map((r) => r.close()));
   }
+}
+
+/**
+ * failurePolicy crash-consistent, once a unit cannot be frozen: every member's
+ * snapshot taken without a freeze, recorded as consistency `crash`, and each
+ * reason (a failed connect, preflight or freeze) logged. The members' errors
+ * stay: never a success. Returns whether every snapshot was taken.
+ */
+async function withoutFreeze(
+  runs: readonly GuestRun[],
+  reasons: readonly (string | undefined)[],
+  log: Log,
+  stop: AbortSignal,
+): Promise<boolean> {
+  for (const [i, reason] of reasons.entries())
+    if (reason !== undefined) log({ kind: 'fallback-crash-consistent', guest: runs[i]!.plan.name, reason });
+  const snaps = await Promise.allSettled(runs.map((r) => r.snapshot(stop, false)));
+  const ok = snaps.every((s) => s.status === 'fulfilled');
+  for (const r of runs) r.result.consistency = ok ? 'crash' : 'none';
+  return ok;
 }
 
 /**

@@ -7,6 +7,11 @@ import type { SignalGuard } from './signals.js';
 
 export interface GuardOutcome {
   readonly snapshotOk: boolean;
+  /**
+   * The journal was written, then no snapshot began: arming the agent's
+   * watchdog or a freeze failed, or hung until the budget or a signal.
+   */
+  readonly freezeFailed: boolean;
   readonly budgetExceeded: boolean;
   readonly skewMs: number | undefined;
   readonly frozenWindowMs: number | undefined;
@@ -41,6 +46,8 @@ export async function freezeGuard(
   let budgetTimer: NodeJS.Timeout | undefined;
   let budgetExceeded = false;
   let snapshotOk = false;
+  let journalWritten = false;
+  let snapshotsBegan = false;
   let skewMs: number | undefined;
   let snapshots: Promise<unknown> | undefined;
   let windowOpen = false;
@@ -64,6 +71,7 @@ export async function freezeGuard(
     );
     const unwritten = written.find((w) => w.status === 'rejected');
     if (unwritten) throw (unwritten as PromiseRejectedResult).reason;
+    journalWritten = true;
     for (const m of members) await m.armWatchdog(ctx.budgetMs);
     await warmUpSpawn();
     if (abort.signal.aborted) throw new QuiesceError('INTERRUPTED', 'interrupted before the freeze');
@@ -105,6 +113,7 @@ export async function freezeGuard(
     }
     if (abort.signal.aborted) throw abort.signal.reason;
 
+    snapshotsBegan = true;
     const each = members.map((m) => snapshot(m, abort.signal));
     // Waited for after the thaw: every member's cancelled snapshot (its process group) has ended then.
     snapshots = Promise.allSettled(each);
@@ -135,5 +144,6 @@ export async function freezeGuard(
   }
   // The cancelled snapshot's process group ends outside the window.
   await snapshots?.catch(() => undefined);
-  return { snapshotOk, budgetExceeded, skewMs, frozenWindowMs: Math.round(performance.now() - t0) };
+  const freezeFailed = journalWritten && !snapshotsBegan;
+  return { snapshotOk, freezeFailed, budgetExceeded, skewMs, frozenWindowMs: Math.round(performance.now() - t0) };
 }

@@ -232,7 +232,8 @@ export class GuestRun {
     const complete = this.taken?.complete;
     if (!complete) return;
     const window = {
-      frozenWindowMs: this.result.frozenWindowMs,
+      // A crash-consistent snapshot was taken outside any window (a failed freeze's window is not its own).
+      frozenWindowMs: this.result.consistency === 'crash' ? undefined : this.result.frozenWindowMs,
       consistency: this.result.consistency,
       agentVersion: this.caps?.version,
     };

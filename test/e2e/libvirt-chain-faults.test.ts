@@ -5,22 +5,25 @@
 // restarted between backups — the chain goes on; the agent dead (killed, and killed again each time init
 // restarts it) and hung (SIGSTOP) under failurePolicy fail — a failed run within the connect timeout, no
 // backup, no checkpoint, nothing frozen — and crash-consistent — a backup without a freeze, recorded as
-// consistency crash, and a run that does not pass for a success. Then a new chain over qemu+ssh to an
-// sshd on loopback (quiesce creates the images in the shared repository, as locally). Every point
+// consistency crash, and a run that does not pass for a success; the agent hung after the preflight
+// (a pre-hook has it stop itself) under crash-consistent — the window fails and is thawed, a backup without
+// a freeze follows, and the next command thaws what qemu-ga froze when it resumed. Then a new chain over
+// qemu+ssh to an sshd on loopback (quiesce creates the images in the shared repository, as locally). Every point
 // is restored and compared with the guest's checksums at its point in time. Last, `quiesce prune` removes
 // the first chain and deletes the checkpoint libvirt still held for it, bitmap too, and the base's
 // tracking (which the deleted checkpoint's bitmap is merged into) still holds every write.
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { libvirtPool } from '../../src/libvirt/pool.js';
 import { readCatalog } from '../../src/repository/catalog.js';
 import { EXIT } from '../../src/workflow/exit-code.js';
-import { daemonsFile, ensureLibvirtd, virsh, type LibvirtGuest } from '../helpers/libvirt.js';
+import type { RunReport } from '../../src/workflow/results.js';
+import { daemonsFile, ensureLibvirtd, LIBVIRT_URI, virsh, type LibvirtGuest } from '../helpers/libvirt.js';
 import {
   CHAIN_KINDS,
   ChainRig,
@@ -140,6 +143,29 @@ async function breakAgent(g: LibvirtGuest, fault: Fault, seconds: number): Promi
       : 'p=$(cat /run/quiesce-vm/agent.pid)\n( sleep 1; kill -STOP "$p"; sleep "$1"; kill -CONT "$p" ) </dev/null >/dev/null 2>&1 &';
   await guestSh(g, script, [String(seconds)]);
   await sleep(3000);
+}
+
+/**
+ * A pre-hook (run on this host after the preflight, just before the freeze) that has the guest's agent
+ * stop itself (SIGSTOP, through guest-exec) for `seconds`, then waits until it has. The request is read
+ * from a file: a hook's argv has its {placeholders} filled, and JSON is all braces.
+ */
+function stopAgentHook(r: ChainRig, seconds: number): string[] {
+  const inGuest = `p=$(cat /run/quiesce-vm/agent.pid); ( sleep 0.5; kill -STOP "$p"; sleep ${seconds}; kill -CONT "$p" ) </dev/null >/dev/null 2>&1 &`;
+  const request = join(r.dir, 'stop-agent.json');
+  writeFileSync(
+    request,
+    JSON.stringify({ execute: 'guest-exec', arguments: { path: '/bin/sh', arg: ['-c', inGuest] } }),
+  );
+  return [
+    'sh',
+    '-c',
+    'virsh -c "$1" qemu-agent-command "$2" "$(cat "$3")" >/dev/null && sleep 4',
+    'sh',
+    LIBVIRT_URI,
+    r.guest.name,
+    request,
+  ];
 }
 
 describe(
@@ -303,6 +329,69 @@ describe(
         }
       });
 
+    test('the agent hung after the preflight, failurePolicy crash-consistent: a backup without a freeze, recorded as crash; the next command thaws what the agent froze late', async (t: TestContext) => {
+      for (const r of rigs) {
+        const saved = { timeouts: r.vm['timeouts'], hooks: r.vm['hooks'] };
+        // Short enough that the run ends while the agent is still stopped (60 s).
+        r.vm['timeouts'] = { freeze: '8s', thaw: '4s', command: '8s' };
+        r.vm['hooks'] = { pre: [stopAgentHook(r, 60)] };
+        r.job['failurePolicy'] = 'crash-consistent';
+        r.writeConfig();
+        const old = base(r);
+        try {
+          // A quiesce process of its own (the CLI): once it has exited, the next command may recover its journal.
+          let recovery: ReturnType<typeof cli> | undefined;
+          const { result: run, sums } = await r.withKnownFile(9, async () => {
+            try {
+              return cli(['run', 'nightly', '--config', r.configFile, '--json']);
+            } finally {
+              // Continued, the agent runs what waited for it: qemu-ga the freeze (its thaw never got past
+              // libvirt's resync), quiesce-agent its watchdog's arming. The next command's recovery thaws.
+              await agentAnswers(r.guest, 180_000);
+              recovery = cli(['status', '--config', r.configFile, '--json']);
+            }
+          });
+          const report = JSON.parse(run.stdout) as RunReport;
+          const events = run.stderr
+            .split('\n')
+            .filter((l) => l.startsWith('{'))
+            .map((l) => JSON.parse(l) as { kind: string; step?: string });
+          const vm = report.guests[0]!;
+          assert.equal(run.status, report.exitCode);
+          assert.notEqual(report.exitCode, EXIT.OK);
+          assert.equal(vm.ok, false);
+          assert.equal(vm.consistency, 'crash');
+          assert.ok(
+            vm.errors.some((e) => e.step === 'freeze' || /freeze/.test(e.message)),
+            JSON.stringify(vm.errors),
+          );
+          const hook = events.findIndex((e) => e.kind === 'step-end' && e.step === 'pre-hook 1');
+          const fallback = events.findIndex((e) => e.kind === 'fallback-crash-consistent');
+          assert.ok(hook >= 0 && fallback > hook, `the pre-hook at ${hook}, the fallback at ${fallback}`);
+          const b = vm.backup!;
+          assert.equal(b.level, 'incremental', b.reason);
+          assert.equal(b.parent, old.id);
+          const m = await r.manifest(b.id);
+          assert.equal(m.complete, true);
+          assert.equal(m.consistency, 'crash');
+          assert.equal(m.frozenWindowMs, null);
+          assert.deepEqual(await r.checkpoints(), [`quiesce-${b.id}`]);
+          assert.deepEqual(await r.guest.agentCommand('guest-fsfreeze-status'), { return: 'thawed' });
+          assert.deepEqual(readdirSync(join(r.dir, 'state', 'journal')), [], 'no journal record left');
+          t.diagnostic(
+            `${r.kind}: exit ${report.exitCode}, ${b.level} ${b.id} (crash) after ${report.durationMs} ms; ${vm.errors[0]!.message}; then status exited ${recovery?.status}: ${recovery?.stderr.trim().slice(0, 300)}`,
+          );
+          add(r, { id: b.id, level: b.level, sums, crash: true });
+        } finally {
+          r.vm['timeouts'] = saved.timeouts;
+          if (saved.hooks === undefined) delete r.vm['hooks'];
+          else r.vm['hooks'] = saved.hooks;
+          r.job['failurePolicy'] = 'fail';
+          r.writeConfig();
+        }
+      }
+    });
+
     test('over qemu+ssh (a loopback sshd): a new chain, libvirt creating the images in the repository both sides share', async (t: TestContext) => {
       const why = sshdUnavailable();
       if (why) return t.skip(why);
@@ -352,7 +441,7 @@ describe(
 
     test('every point restores to exactly the files the guest had at its point', (t: TestContext) => {
       for (const r of rigs) {
-        assert.equal(points.get(r)!.length, sshdUnavailable() ? 5 : 7);
+        assert.equal(points.get(r)!.length, sshdUnavailable() ? 6 : 8);
         r.writeConfig();
         r.restoreAll(points.get(r)!, (s) => t.diagnostic(s));
       }
@@ -361,8 +450,8 @@ describe(
     test('quiesce prune deletes the checkpoints of pruned backups from libvirt, bitmaps too; the base keeps tracking every write', async (t: TestContext) => {
       if (sshdUnavailable()) return t.skip('needs the second chain of the qemu+ssh test');
       for (const r of rigs) {
-        const chain1 = points.get(r)!.slice(0, 5);
-        const kept = points.get(r)!.slice(5);
+        const chain1 = points.get(r)!.slice(0, 6);
+        const kept = points.get(r)!.slice(6);
         const baseId = base(r).id;
         const leftover = `quiesce-${chain1[0]!.id}`;
         // A checkpoint of chain 1 that libvirt still holds (as a delete that failed back then leaves one): a real

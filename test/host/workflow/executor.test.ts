@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { resolveConfig } from '../../../src/config/load.js';
 import { forgetLockSecrets } from '../../../src/guest/lock.js';
 import { captureLogger } from '../../../src/log/logger.js';
+import { WATCHDOG_GET_RECORD, WATCHDOG_SET_LIMIT } from '../../../src/guest/capabilities.js';
 import { EXIT } from '../../../src/workflow/exit-code.js';
 import { execute } from '../../../src/workflow/executor.js';
 import { newRunId, plan } from '../../../src/workflow/plan.js';
@@ -49,7 +50,11 @@ let n = 0;
 async function run(
   guest: Record<string, unknown>,
   script: Record<string, Step[]>,
-  opts: { onEvent?: (kind: string, e: unknown, signals: SignalGuard) => void; budget?: string } = {},
+  opts: {
+    onEvent?: (kind: string, e: unknown, signals: SignalGuard) => void;
+    budget?: string;
+    failurePolicy?: 'fail' | 'crash-consistent';
+  } = {},
 ) {
   const stateDir = join(dir, `state-${++n}`);
   const config = resolveConfig(
@@ -64,7 +69,13 @@ async function run(
           ...guest,
         },
       },
-      jobs: { j: { guests: ['g'], ...(opts.budget ? { budget: opts.budget } : {}) } },
+      jobs: {
+        j: {
+          guests: ['g'],
+          ...(opts.budget ? { budget: opts.budget } : {}),
+          ...(opts.failurePolicy ? { failurePolicy: opts.failurePolicy } : {}),
+        },
+      },
     },
     'test',
   );
@@ -154,6 +165,56 @@ test('a hung freeze is bounded by the budget and thawed', async () => {
   assert.notEqual(report.exitCode, EXIT.OK);
   // The freeze request itself waits for its own timeout; the thaw is what the budget guarantees.
   assert.ok(elapsed < 10_000 + 3000, `${elapsed} ms`);
+});
+
+for (const [how, freeze, budget] of [
+  ['failed (an agent error)', { error: 'failed to freeze /a: Device or resource busy' }, undefined],
+  ['hung (until the budget)', { hang: true }, '300ms'],
+] as const)
+  test(`a freeze that ${how} after a good preflight, failurePolicy crash-consistent: thawed, then a snapshot without a freeze, recorded crash, never exit 0`, async () => {
+    const { report, g, agent, events } = await run(
+      { timeouts: { freeze: '10s', thaw: '200ms', command: '200ms' } },
+      healthy({ 'guest-fsfreeze-freeze-list': [freeze] }),
+      { failurePolicy: 'crash-consistent', ...(budget ? { budget } : {}) },
+    );
+    const calls = agent.calls.filter((c) => c.startsWith('guest-fsfreeze'));
+    assert.ok(calls.indexOf('guest-fsfreeze-thaw') > calls.indexOf('guest-fsfreeze-freeze-list'), calls.join(' '));
+    const snapshot = g.steps.find((s) => s.name === 'snapshot');
+    assert.equal(snapshot?.ok, true, 'the snapshot was taken');
+    const thaw = events.findIndex((e) => e.kind === 'thawed');
+    const fallback = events.findIndex((e) => e.kind === 'fallback-crash-consistent');
+    assert.ok(fallback > thaw && thaw >= 0, `thawed at event ${thaw}, the fallback at ${fallback}`);
+    assert.equal(g.consistency, 'crash');
+    assert.equal(g.ok, false);
+    assert.ok(
+      g.errors.some((e) => e.step === 'freeze' || /budget|freeze/i.test(e.message)),
+      JSON.stringify(g.errors),
+    );
+    assert.notEqual(report.exitCode, EXIT.OK);
+  });
+
+test('quiesce-agent hung arming its watchdog (after a good preflight), crash-consistent: no freeze sent, a snapshot recorded crash', async () => {
+  const names = [...FREEZE_COMMANDS, WATCHDOG_SET_LIMIT, WATCHDOG_GET_RECORD];
+  const { report, g, agent, events } = await run(
+    {},
+    healthy({ 'guest-info': [info(names)], [WATCHDOG_SET_LIMIT]: [{ hang: true }] }),
+    { failurePolicy: 'crash-consistent' },
+  );
+  assert.ok(agent.calls.includes(WATCHDOG_SET_LIMIT));
+  assert.ok(!agent.calls.includes('guest-fsfreeze-freeze-list'), 'no freeze sent');
+  assert.equal(g.steps.find((s) => s.name === 'snapshot')?.ok, true);
+  assert.ok(events.some((e) => e.kind === 'fallback-crash-consistent'));
+  assert.equal(g.consistency, 'crash');
+  assert.notEqual(report.exitCode, EXIT.OK);
+});
+
+test('a freeze that failed, failurePolicy fail: no snapshot at all', async () => {
+  const { g } = await run({}, healthy({ 'guest-fsfreeze-freeze-list': [{ error: 'busy' }] }));
+  assert.equal(
+    g.steps.find((s) => s.name === 'snapshot'),
+    undefined,
+  );
+  assert.equal(g.consistency, 'none');
 });
 
 test('an already frozen guest is refused in preflight: never frozen again, nothing thawed', async () => {
