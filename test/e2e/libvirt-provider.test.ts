@@ -240,6 +240,7 @@ for (const kind of KINDS) {
             'agent channel',
             'snapshot disks',
             'snapshot target directory',
+            'block jobs',
             'domain job',
           ],
         );
@@ -256,8 +257,17 @@ for (const kind of KINDS) {
           const kept = join(dir, 'kept-vda.qcow2');
           assert.equal(await diskSource(g.name), kept);
           assert.match(await virsh(['snapshot-list', g.name, '--name']), /quiesce-/);
-          // Undo by hand, as the docs tell: merge it back, drop the metadata.
-          await virsh(['blockcommit', g.name, 'vda', '--active', '--shallow', '--pivot', '--wait']);
+          // Undo by hand, as the docs tell: merge it back, drop the metadata. Stopped at the active commit's
+          // synchronized phase (no --pivot yet), doctor names the overlay and the block job.
+          await virsh(['blockcommit', g.name, 'vda', '--active', '--shallow', '--wait']);
+          const checks = await libvirtChecks(
+            config('keep', { mode: 'snapshot', target: join(dir, 'y-{disk}.qcow2') }).guests.get('vm')!,
+          );
+          const failed = Object.fromEntries(checks.filter((x) => !x.ok).map((x) => [x.name, x.detail]));
+          assert.deepEqual(Object.keys(failed).sort(), ['block jobs', 'overlays'], JSON.stringify(checks));
+          assert.match(failed['block jobs']!, /^vda: an active block commit( at \d+%)?: libvirt refuses/);
+          assert.match(failed['overlays']!, /vda runs on .*kept-vda\.qcow2, which has a backing file/);
+          await virsh(['blockjob', g.name, 'vda', '--pivot']);
           const name = (await virsh(['snapshot-list', g.name, '--name'])).trim();
           await virsh(['snapshot-delete', g.name, name, '--metadata']);
           assert.equal(await diskSource(g.name), g.dataImage);

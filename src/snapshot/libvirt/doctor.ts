@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { ResolvedGuest } from '../../config/types.js';
-import { DomainState, JobType } from '../../libvirt/protocol.js';
+import { BlockJobType, DomainState, JobType } from '../../libvirt/protocol.js';
 import { libvirtPool, NativeUnavailable, type LibvirtPool } from '../../libvirt/pool.js';
 import { existingSocket, routeFor } from '../../libvirt/transport.js';
 import { parseDisks } from './domain-xml.js';
@@ -13,6 +13,14 @@ export interface LibvirtCheck {
   readonly ok: boolean;
   readonly detail: string;
 }
+
+const BLOCK_JOB_NAMES: Readonly<Record<number, string>> = {
+  [BlockJobType.PULL]: 'a block pull',
+  [BlockJobType.COPY]: 'a block copy',
+  [BlockJobType.COMMIT]: 'a block commit',
+  [BlockJobType.ACTIVE_COMMIT]: 'an active block commit',
+  [BlockJobType.BACKUP]: 'a backup job',
+};
 
 const version = (n: number): string => `${Math.floor(n / 1e6)}.${Math.floor(n / 1e3) % 1000}.${n % 1000}`;
 
@@ -101,9 +109,10 @@ export async function libvirtChecks(
     if (provider.mode === 'backup' && lib < 6_000_000)
       add('libvirt backup', false, `backup-begin needs libvirt ≥ 6.0 (this is ${version(lib)})`);
     const all = parseDisks(xml);
+    let picked: ReturnType<typeof pickDisks> = [];
     try {
       // A repository names its images per backup: only the disks matter here.
-      const picked = pickDisks(all, provider.disks, provider.target ?? '{disk}', { domain: c.domain, guest: g.name });
+      picked = pickDisks(all, provider.disks, provider.target ?? '{disk}', { domain: c.domain, guest: g.name });
       add('snapshot disks', true, picked.map((p) => `${p.disk.name} (${p.disk.source})`).join(', '));
       if (provider.repository) {
         const raw = picked.filter((p) => p.disk.format !== 'qcow2');
@@ -136,6 +145,24 @@ export async function libvirtChecks(
         add('snapshot target directory', isDir, isDir ? dir : `${dir} does not exist`);
       }
     }
+    // A block job on a disk (a commit a killed run left, a copy of someone else's) makes libvirt refuse the
+    // snapshot or the backup of that disk: found here, not inside a window.
+    const blockJobs: string[] = [];
+    for (const p of picked) {
+      const j = await conn.getBlockJobInfo(dom, p.disk.name, 0, t);
+      if (j.found) {
+        const done = j.end > 0n ? ` at ${Number((j.cur * 100n) / j.end)}%` : '';
+        blockJobs.push(`${p.disk.name}: ${BLOCK_JOB_NAMES[j.type] ?? `a block job of type ${j.type}`}${done}`);
+      }
+    }
+    if (picked.length)
+      add(
+        'block jobs',
+        blockJobs.length === 0,
+        blockJobs.length
+          ? `${blockJobs.join('; ')}: libvirt refuses a snapshot or backup of the disk until it ends (virsh blockjob ${c.domain} DISK --pivot, or --abort)`
+          : 'none running',
+      );
     const job = await conn.getJobInfo(dom, t);
     add(
       'domain job',
