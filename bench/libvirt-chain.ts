@@ -18,7 +18,8 @@
  * times then include; BENCH_QUIESCE_JS=path/to/src/bin.js runs a compiled build instead (dist/, or a private
  * `tsc -p . --outDir DIR` with package.json and node_modules reachable from DIR).
  * Needs root, libvirtd, qemu-ga in the guest image and virtnbdbackup.
- *   npx tsx bench/libvirt-chain.ts      (BENCH_N rounds, default 4; BENCH_DATA_MB, default 300; BENCH_INC_MB, default 10)
+ *   npx tsx bench/libvirt-chain.ts      (BENCH_N rounds, default 4; BENCH_DATA_MB, default 300; BENCH_INC_MB, default 10;
+ *   BENCH_WORK_DIR, default /var/tmp: where both tools' backups and restores go)
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -109,7 +110,8 @@ async function dropCheckpoints(dom: string): Promise<void> {
 }
 
 await ensureLibvirtd();
-const work = mkdtempSync(join('/var/tmp', 'bench-libvirt-chain-'));
+// BENCH_WORK_DIR: where both tools write their backups and restores (default /var/tmp, the images' filesystem).
+const work = mkdtempSync(join(process.env['BENCH_WORK_DIR'] ?? '/var/tmp', 'bench-libvirt-chain-'));
 const guests: LibvirtGuest[] = [];
 const samples = new Map<string, Sample[]>();
 const put = (t: Tool, op: Op, s: Sample): void => {
