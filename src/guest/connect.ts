@@ -7,19 +7,16 @@ export interface ConnectOptions {
   readonly onEvent?: (event: ClientEvent) => void;
 }
 
-/**
- * Loads one kind of connector's modules (a run loads only the kinds its guests
- * use; src/workflow/kinds.ts loads them before any window opens).
- */
+/** Each kind's modules, imported on first use: a run loads only the kinds its guests use. */
+const modules = {
+  socket: () => Promise.all([import('./connectors/socket.js'), import('./stream-client.js')]),
+  local: () => Promise.all([import('./connectors/local.js'), import('./stream-client.js')]),
+  libvirt: () => import('./connectors/libvirt.js'),
+} as const;
+
+/** Loads one kind of connector's modules (workflow/plan.ts's loadGuestKinds, before any window opens). */
 export function loadConnector(kind: ConnectorSpec['kind']): Promise<unknown> {
-  switch (kind) {
-    case 'socket':
-      return Promise.all([import('./connectors/socket.js'), import('./stream-client.js')]);
-    case 'local':
-      return Promise.all([import('./connectors/local.js'), import('./stream-client.js')]);
-    case 'libvirt':
-      return import('./connectors/libvirt.js');
-  }
+  return modules[kind]();
 }
 
 /** A client for the guest, not yet connected (the first command connects and syncs). */
@@ -35,17 +32,11 @@ export async function guestAgent(
   };
   switch (spec.kind) {
     case 'socket': {
-      const [{ openSocket }, { StreamAgentClient }] = await Promise.all([
-        import('./connectors/socket.js'),
-        import('./stream-client.js'),
-      ]);
+      const [{ openSocket }, { StreamAgentClient }] = await modules.socket();
       return new StreamAgentClient({ ...common, open: () => openSocket(spec) });
     }
     case 'local': {
-      const [{ openLocal }, { StreamAgentClient }] = await Promise.all([
-        import('./connectors/local.js'),
-        import('./stream-client.js'),
-      ]);
+      const [{ openLocal }, { StreamAgentClient }] = await modules.local();
       return new StreamAgentClient({
         ...common,
         open: () =>
@@ -53,7 +44,7 @@ export async function guestAgent(
       });
     }
     case 'libvirt': {
-      const { LibvirtAgent } = await import('./connectors/libvirt.js');
+      const { LibvirtAgent } = await modules.libvirt();
       return new LibvirtAgent(spec, {
         ...(opts.maxReplyBytes !== undefined ? { maxReplyBytes: opts.maxReplyBytes } : {}),
         onWarning: (message) => opts.onEvent?.({ kind: 'warning', message, guest: address }),

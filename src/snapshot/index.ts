@@ -2,30 +2,27 @@ import { fillArgv, fillExcept, fillPlaceholders, type PlaceholderValues } from '
 import type { SnapshotConfig, Timeouts } from '../config/types.js';
 import type { PlannedSnapshot, SnapshotProvider } from './types.js';
 
-/**
- * Loads one provider's modules (a run loads only the providers its guests use;
- * src/workflow/kinds.ts loads them before any window opens).
- */
+/** Each provider's modules, imported on first use: a run loads only the providers its guests use. */
+const modules = {
+  command: () => import('./command.js'),
+  qmp: () => import('./qmp/index.js'),
+  libvirt: () => import('./libvirt/index.js'),
+} as const;
+
+/** Loads one provider's modules (workflow/plan.ts's loadGuestKinds, before any window opens). */
 export function loadProvider(kind: PlannedSnapshot['provider']): Promise<unknown> {
-  switch (kind) {
-    case 'command':
-      return import('./command.js');
-    case 'qmp':
-      return import('./qmp/index.js');
-    case 'libvirt':
-      return import('./libvirt/index.js');
-  }
+  return modules[kind]();
 }
 
 /** The provider for a planned snapshot (a fresh instance per guest run: providers keep state between steps). */
 export async function snapshotProvider(s: PlannedSnapshot): Promise<SnapshotProvider> {
   switch (s.provider) {
     case 'command':
-      return (await import('./command.js')).commandProvider(s);
+      return (await modules.command()).commandProvider(s);
     case 'qmp':
-      return (await import('./qmp/index.js')).qmpProvider(s);
+      return (await modules.qmp()).qmpProvider(s);
     case 'libvirt':
-      return (await import('./libvirt/index.js')).libvirtProvider(s);
+      return (await modules.libvirt()).libvirtProvider(s);
   }
 }
 

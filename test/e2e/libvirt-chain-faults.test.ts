@@ -22,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { libvirtPool } from '../../src/libvirt/pool.js';
 import { readCatalog } from '../../src/repository/catalog.js';
 import { EXIT } from '../../src/workflow/exit-code.js';
+import type { BackupRecord } from '../../src/snapshot/types.js';
 import type { RunReport } from '../../src/workflow/results.js';
 import { daemonsFile, ensureLibvirtd, LIBVIRT_URI, virsh, type LibvirtGuest } from '../helpers/libvirt.js';
 import {
@@ -168,6 +169,23 @@ function stopAgentHook(r: ChainRig, seconds: number): string[] {
   ];
 }
 
+/**
+ * A crash-consistent run's backup: an incremental on `parent` in the chain, its manifest complete with
+ * consistency crash and no frozen window, its checkpoint libvirt's only one, and the guest thawed.
+ */
+async function crashIncrement(r: ChainRig, vm: RunReport['guests'][number], parent: Point): Promise<BackupRecord> {
+  const b = vm.backup!;
+  assert.equal(b.level, 'incremental', b.reason);
+  assert.equal(b.parent, parent.id);
+  const m = await r.manifest(b.id);
+  assert.equal(m.complete, true);
+  assert.equal(m.consistency, 'crash');
+  assert.equal(m.frozenWindowMs, null);
+  assert.deepEqual(await r.checkpoints(), [`quiesce-${b.id}`]);
+  assert.deepEqual(await r.guest.agentCommand('guest-fsfreeze-status'), { return: 'thawed' });
+  return b;
+}
+
 describe(
   'libvirt backup chains through faults: a TCG guest per agent under the real libvirtd',
   { skip: unavailable, timeout: 1_800_000 },
@@ -310,15 +328,7 @@ describe(
             assert.ok(vm.errors.some((e) => e.step === 'connect'));
             const fallback = report.events.find((e) => e.kind === 'fallback-crash-consistent');
             assert.ok(fallback, 'the fallback is logged');
-            const b = vm.backup!;
-            assert.equal(b.level, 'incremental', b.reason);
-            assert.equal(b.parent, old.id);
-            const m = await r.manifest(b.id);
-            assert.equal(m.complete, true);
-            assert.equal(m.consistency, 'crash');
-            assert.equal(m.frozenWindowMs, null);
-            assert.deepEqual(await r.checkpoints(), [`quiesce-${b.id}`]);
-            assert.deepEqual(await r.guest.agentCommand('guest-fsfreeze-status'), { return: 'thawed' });
+            const b = await crashIncrement(r, vm, old);
             t.diagnostic(
               `${r.kind}: agent ${fault}: exit ${report.exitCode}, ${b.level} ${b.id} (crash) after ${report.durationMs} ms`,
             );
@@ -368,15 +378,7 @@ describe(
           const hook = events.findIndex((e) => e.kind === 'step-end' && e.step === 'pre-hook 1');
           const fallback = events.findIndex((e) => e.kind === 'fallback-crash-consistent');
           assert.ok(hook >= 0 && fallback > hook, `the pre-hook at ${hook}, the fallback at ${fallback}`);
-          const b = vm.backup!;
-          assert.equal(b.level, 'incremental', b.reason);
-          assert.equal(b.parent, old.id);
-          const m = await r.manifest(b.id);
-          assert.equal(m.complete, true);
-          assert.equal(m.consistency, 'crash');
-          assert.equal(m.frozenWindowMs, null);
-          assert.deepEqual(await r.checkpoints(), [`quiesce-${b.id}`]);
-          assert.deepEqual(await r.guest.agentCommand('guest-fsfreeze-status'), { return: 'thawed' });
+          const b = await crashIncrement(r, vm, old);
           assert.deepEqual(readdirSync(join(r.dir, 'state', 'journal')), [], 'no journal record left');
           t.diagnostic(
             `${r.kind}: exit ${report.exitCode}, ${b.level} ${b.id} (crash) after ${report.durationMs} ms; ${vm.errors[0]!.message}; then status exited ${recovery?.status}: ${recovery?.stderr.trim().slice(0, 300)}`,
