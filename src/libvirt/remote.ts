@@ -619,6 +619,22 @@ export class LibvirtConnection {
     );
   }
 
+  /** Limits a disk's block job (a backup's copy too) to `bandwidth` MiB/s (BlockJobSpeedFlags.BYTES: bytes/s); 0 lifts the limit. */
+  blockJobSetSpeed(dom: DomainRef, disk: string, bandwidth: bigint, flags = 0, opts?: CallOptions): Promise<void> {
+    return this.call(
+      REMOTE_PROGRAM,
+      RemoteProc.DOMAIN_BLOCK_JOB_SET_SPEED,
+      (w) => {
+        writeDomain(w, dom);
+        writeString(w, disk);
+        w.uhyper(bandwidth);
+        w.uint(flags);
+      },
+      undefined,
+      opts,
+    );
+  }
+
   getBlockJobInfo(dom: DomainRef, disk: string, flags = 0, opts?: CallOptions): Promise<BlockJobInfo> {
     return this.call(
       REMOTE_PROGRAM,

@@ -33,6 +33,8 @@ export type LogEvent =
   | { kind: 'backup-level'; guest: string; id: string; level: string; reason: string }
   /** Its manifest is written: the backup is a restore point. */
   | { kind: 'backup-recorded'; guest: string; id: string; level: string; bytes: number }
+  /** A libvirt push backup's copy, held nearly still from its start until the thaw returned, now let go. */
+  | { kind: 'copy-held'; guest: string; disks: readonly string[]; heldMs: number }
   /** Bitmaps of this repository nothing reads any more, removed from QEMU. */
   | { kind: 'bitmaps-removed'; guest: string; names: readonly string[] }
   | { kind: 'error'; message: string; guest?: string }
@@ -64,6 +66,7 @@ const LEVEL: Partial<Record<LogEvent['kind'], 'error' | 'warn' | 'info' | 'debug
   'agent-log': 'debug',
   'command-output': 'debug',
   'bitmaps-removed': 'debug',
+  'copy-held': 'debug',
   warning: 'warn',
   error: 'error',
 };
@@ -110,6 +113,8 @@ export function describe(e: LogEvent): string {
       return `${e.guest}: backup ${e.id} will be ${e.level === 'incremental' ? 'an' : 'a'} ${e.level}: ${e.reason}`;
     case 'backup-recorded':
       return `${e.guest}: backup ${e.id} (${e.level}) recorded, ${e.bytes} bytes`;
+    case 'copy-held':
+      return `${e.guest}: the copy of ${e.disks.join(', ')} held for ${e.heldMs} ms through the thaw, now at full speed`;
     case 'bitmaps-removed':
       return `${e.guest}: removed bitmaps ${e.names.join(', ')} (nothing reads them any more)`;
     case 'prune':

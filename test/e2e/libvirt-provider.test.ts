@@ -2,8 +2,8 @@
 // (RPC, one connection) and the libvirt snapshot provider: backup mode (backup-begin in the window, the copy
 // finished after the thaw) gives a clean ext4 holding every completed file; snapshot mode (external
 // disk-only overlay in the window, the backup step copies the image below, then commit + pivot) leaves the
-// domain on its original image; a target that exists fails before the freeze; a hung agent is bounded
-// by the timeouts. One guest per agent kind, every scenario on it.
+// domain on its original image; a target that exists, or a domain job already running, fails before the
+// freeze; a hung agent is bounded by the timeouts. One guest per agent kind, every scenario on it.
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -152,6 +152,11 @@ for (const kind of KINDS) {
           ['connect', 'preflight', 'snapshot-prepare', 'freeze', 'snapshot', 'thaw', 'prove-thaw', 'snapshot-complete'],
         );
         assert.ok(!log.events.some((e) => e.kind === 'warning'), 'no virsh fallback, no warning');
+        // The copy was held from backup-begin's reply until the thaw returned, then let go (hold.ts).
+        const held = log.events.find((e) => e.kind === 'copy-held');
+        assert.ok(held?.kind === 'copy-held', 'a copy-held event');
+        assert.deepEqual(held.disks, ['vda']);
+        assert.ok(log.events.indexOf(held) > log.events.findIndex((e) => e.kind === 'thawed'), 'let go after the thaw');
         const copy = vm.snapshotFiles![0]!;
         assert.match(copy, /vm-vda-\d{8}T\d{6}Z\.img$/);
         const fs = dumpe2fs(copy);
@@ -224,6 +229,36 @@ for (const kind of KINDS) {
         assert.ok(!vm.steps.some((s) => s.name === 'freeze'));
         assert.match(vm.errors[0]!.message, /exists already \(refusing to overwrite\)/);
         assert.equal(spawnSync('cat', [taken], { encoding: 'utf8' }).stdout, 'precious');
+      });
+
+      test('a domain job already running (a pull backup nobody reads) fails before the freeze; nothing is frozen', async (t: TestContext) => {
+        if (skip) return t.skip(skip);
+        const g = guest!;
+        const xml = join(dir, 'pull.xml');
+        writeFileSync(
+          xml,
+          `<domainbackup mode='pull'><server transport='unix' socket='${join(dir, 'pull.sock')}'/><disks><disk name='vda' type='file'><scratch file='${join(dir, 'pull-scratch.qcow2')}'/></disk></disks></domainbackup>`,
+        );
+        await virsh(['backup-begin', g.name, xml]);
+        try {
+          const { report } = await run(
+            config('busy', { mode: 'backup', disks: ['vda'], target: join(dir, 'busy-{disk}.img') }),
+          );
+          const vm = report.guests[0]!;
+          assert.notEqual(report.exitCode, 0);
+          assert.equal(vm.steps.at(-1)!.name, 'snapshot-prepare');
+          assert.ok(!vm.steps.some((s) => s.name === 'freeze'));
+          assert.match(
+            vm.errors[0]!.message,
+            new RegExp(`domain ${g.name} already runs a job .*virsh domjobabort ${g.name}`),
+          );
+          assert.ok(!existsSync(join(dir, 'busy-vda.img')), 'no target created');
+        } finally {
+          await virsh(['domjobabort', g.name]);
+          for (let i = 0; i < 100 && !/Job type:\s+None/.test(await virsh(['domjobinfo', g.name])); i++)
+            await sleep(100);
+        }
+        await writerRuns(g, 5); // never frozen
       });
 
       test('doctor checks: native transport, domain running, agent channel connected, disks and target directory', async () => {

@@ -17,7 +17,8 @@ import type {
 } from '../types.js';
 import { LibvirtChain } from './chain.js';
 import { backupXml } from './domain-xml.js';
-import { LibvirtSession, warner } from './session.js';
+import { holdCopies, releaseCopies } from './hold.js';
+import { LibvirtSession, untilAborted, warner } from './session.js';
 
 /** While waiting for the job-completed event, how often the job is also polled (a reconnect loses events). */
 const POLL_MS = 2000;
@@ -29,8 +30,9 @@ const ABORT_WAIT_MS = 10_000;
  * freeze: the connection, the domain, its disks, the targets checked free,
  * the backup XML built, the job-completed event registered and, with a
  * repository, the new checkpoint created. Inside the window: backup-begin
- * alone — the point in time is the job's start, so take() returns with its
- * reply. After the thaw, complete() waits for the job-completed event (or,
+ * alone — the point in time is the job's start — and the copy held nearly
+ * still until the thaw has returned (hold.ts), so take() returns with their
+ * replies. After the thaw, complete() lets the copy go, waits for the job-completed event (or,
  * should events be lost, the job's end seen by polling), checks the job's
  * success, and removes the partial targets of a failed or aborted job.
  * dispose() aborts a job still running (a signal, a timeout) and removes its
@@ -66,6 +68,8 @@ class LibvirtBackup implements SnapshotProvider {
   private created = false;
   /** With a repository: the level, the images, the checkpoints and the manifest. */
   private chain: LibvirtChain | undefined;
+  /** The disks whose copy take() held through the thaw, and since when. */
+  private held: { readonly disks: readonly string[]; readonly at: number } | undefined;
 
   constructor(private readonly s: PlannedLibvirtSnapshot) {}
 
@@ -112,6 +116,7 @@ class LibvirtBackup implements SnapshotProvider {
     // Targets quiesce can create: local ones, and a repository's (over a remote URI it is storage both share).
     const here = session.local || chain !== undefined;
     try {
+      await noJobRunning(session, this.s.commandTimeoutMs);
       const callbackId = await session.conn.registerDomainEvent(DomainEventId.JOB_COMPLETED, session.dom, {
         timeoutMs: this.s.commandTimeoutMs,
       });
@@ -198,6 +203,18 @@ class LibvirtBackup implements SnapshotProvider {
       ctx.signal,
       'backup-begin',
     );
+    if (ctx.inWindow) {
+      const t = { timeoutMs: this.s.commandTimeoutMs };
+      const disks = session.picked.map((p) => p.disk.name);
+      const at = performance.now();
+      const held = await untilAborted(
+        holdCopies(session.conn, session.dom, disks, t),
+        ctx.signal,
+        ctx.guest,
+        'holding the copy',
+      );
+      this.held = { disks: held, at };
+    }
     if (!chain) return { files: session.targets, complete: (c) => this.complete(run, since, c) };
     chain.started();
     const backup = chain.record();
@@ -216,6 +233,7 @@ class LibvirtBackup implements SnapshotProvider {
   ): Promise<void> {
     const { session } = run;
     try {
+      await this.letGo(run, ctx.log);
       await waitForJob(run, since, this.s.timeoutMs, ctx.signal);
     } catch (err) {
       // Interrupted: dispose() aborts the job and removes the targets.
@@ -228,6 +246,22 @@ class LibvirtBackup implements SnapshotProvider {
     }
     if (this.chain && backup) await this.chain.finish(session, session.targets, ctx.window, backup, ctx.log);
     this.finished = true;
+  }
+
+  /** After the thaw: the held copies go at full speed (reconnecting once if the connection dropped). */
+  private async letGo(run: BackupRun, log: Log): Promise<void> {
+    const held = this.held;
+    if (!held?.disks.length) return;
+    const { session } = run;
+    await session.lease.withDomain(session.s.domain, (c, d) =>
+      releaseCopies(c, d, held.disks, session.guest, { timeoutMs: this.s.commandTimeoutMs }),
+    );
+    log({
+      kind: 'copy-held',
+      guest: session.guest,
+      disks: held.disks,
+      heldMs: Math.round(performance.now() - held.at),
+    });
   }
 
   dispose(ctx: DisposeCtx): Promise<void> {
@@ -267,6 +301,22 @@ class LibvirtBackup implements SnapshotProvider {
       session.release();
     }
   }
+}
+
+/**
+ * Before the freeze: libvirt runs one job per domain at a time. With one
+ * running (a killed run's backup, a migration), backup-begin would wait for it
+ * inside the window, then fail.
+ */
+async function noJobRunning(session: LibvirtSession, timeoutMs: number): Promise<void> {
+  const job = await session.conn.getJobInfo(session.dom, { timeoutMs });
+  if (job.type === JobType.NONE) return;
+  const d = session.s.domain;
+  throw new QuiesceError(
+    'STEP_FAILED',
+    `domain ${d} already runs a job (a backup left by a killed run, a migration, …): libvirt takes no backup until it ends; see \`virsh domjobinfo ${d}\`, end it with \`virsh domjobabort ${d}\``,
+    { guest: session.guest },
+  );
 }
 
 /** The job's outcome from its (completed) statistics. */

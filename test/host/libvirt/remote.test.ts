@@ -168,6 +168,23 @@ describe('libvirt remote procedures (against a fake libvirtd)', () => {
     assert.equal(lists.length, 2);
   });
 
+  test('blockJobSetSpeed sends domain, disk, a 64-bit bandwidth and flags, and takes an empty reply', async () => {
+    const sent: { dom: DomainRef; disk: string; bandwidth: bigint; flags: number }[] = [];
+    const c = await open((p, cn) => {
+      if (proc(p) !== RemoteProc.DOMAIN_BLOCK_JOB_SET_SPEED) return;
+      const r = new XdrReader(p.payload);
+      sent.push({ dom: readDomain(r), disk: r.string(), bandwidth: r.uhyper(), flags: r.uint() });
+      r.end();
+      cn.reply(p, Buffer.alloc(0));
+    });
+    await c.blockJobSetSpeed(DOM, 'vda', 1n);
+    await c.blockJobSetSpeed(DOM, 'vdb', 1n << 40n, 1);
+    assert.deepEqual(sent, [
+      { dom: DOM, disk: 'vda', bandwidth: 1n, flags: 0 },
+      { dom: DOM, disk: 'vdb', bandwidth: 1n << 40n, flags: 1 },
+    ]);
+  });
+
   test('a reply with bytes left over after its type is OUT_OF_SYNC', async () => {
     const c = await open((p, cn) => {
       if (proc(p) === RemoteProc.CONNECT_GET_VERSION) cn.reply(p, new XdrWriter().uhyper(1n).int(0).toBuffer());
