@@ -79,6 +79,8 @@ interface Sample {
   snapshotMs?: number;
   thawMs?: number;
   windowMs?: number;
+  /** quiesce: its report's steps, name → ms. */
+  steps?: Record<string, number>;
 }
 
 function run(cmd: string, args: string[], what: string): { wallMs: number; stdout: string } {
@@ -200,6 +202,7 @@ try {
           snapshotMs: vm.snapshotMs!,
           thawMs: vm.thawMs!,
           windowMs: vm.frozenWindowMs!,
+          steps: Object.fromEntries(vm.steps.map((x) => [x.name, x.durationMs])),
         };
       } else {
         mkdirSync(vnbDir, { recursive: true });
@@ -284,20 +287,29 @@ try {
   rmSync(work, { recursive: true, force: true });
 }
 
-const med = (t: Tool, op: Op, k: keyof Sample): number =>
+const med = (t: Tool, op: Op, k: Exclude<keyof Sample, 'steps'>): number =>
   median(
     samples
       .get(`${t}/${op}`)!
       .map((s) => s[k] ?? NaN)
       .filter((x) => !Number.isNaN(x)),
   );
-const ratio = (op: Op, k: keyof Sample): string => (med('quiesce', op, k) / med('virtnbdbackup', op, k)).toFixed(2);
+const ratio = (op: Op, k: Exclude<keyof Sample, 'steps'>): string =>
+  (med('quiesce', op, k) / med('virtnbdbackup', op, k)).toFixed(2);
 console.log(
   `\nlibvirt-chain: ${N} rounds, two TCG guests (qemu-ga, 1 GiB qcow2 vda, ${DATA_MB} MiB data, +${INC_MB} MiB before the incremental), medians; quiesce ${JS ? `compiled (${JS})` : 'through tsx'}: \`quiesce --version\` takes ${f(startMs)} ms, part of its wall times`,
 );
 console.log('| what | quiesce | virtnbdbackup | ratio | target |');
 console.log('| --- | --- | --- | --- | --- |');
-const row = (what: string, op: Op, k: keyof Sample, target: string, unit = 'ms', scale = 1, d = 0): void =>
+const row = (
+  what: string,
+  op: Op,
+  k: Exclude<keyof Sample, 'steps'>,
+  target: string,
+  unit = 'ms',
+  scale = 1,
+  d = 0,
+): void =>
   console.log(
     `| ${what} | ${f(med('quiesce', op, k) / scale, d)} ${unit} | ${f(med('virtnbdbackup', op, k) / scale, d)} ${unit} | ${ratio(op, k)}× | ${target} |`,
   );
@@ -315,3 +327,11 @@ for (const t of TOOLS)
 console.log(
   `quiesce's frozen window (report, medians) ${['full', 'inc', 'empty'].map((o) => f(med('quiesce', o as Op, 'windowMs'), 1)).join('/')} ms: freeze call ${['full', 'inc', 'empty'].map((o) => f(med('quiesce', o as Op, 'freezeMs'), 1)).join('/')} ms, backup-begin ${['full', 'inc', 'empty'].map((o) => f(med('quiesce', o as Op, 'snapshotMs'), 1)).join('/')} ms, thaw call ${['full', 'inc', 'empty'].map((o) => f(med('quiesce', o as Op, 'thawMs'), 1)).join('/')} ms (full/inc/empty)`,
 );
+// Where quiesce's wall time goes: each step of its report (medians), beside the wall time.
+for (const op of ['full', 'inc', 'empty'] as const) {
+  const runs = samples.get(`quiesce/${op}`)!;
+  const names = [...new Set(runs.flatMap((x) => Object.keys(x.steps ?? {})))];
+  console.log(
+    `quiesce ${op}: wall ${f(med('quiesce', op, 'wallMs'))} ms; steps ${names.map((n) => `${n} ${f(median(runs.map((x) => x.steps?.[n] ?? 0)))}`).join(', ')} ms; wall of each run ${runs.map((x) => f(x.wallMs)).join(' ')} ms`,
+  );
+}

@@ -1,8 +1,5 @@
 import { QuiesceError } from '../../errors.js';
 import { formatDuration } from '../../config/duration.js';
-import { execFile } from 'node:child_process';
-import { open as openFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { BackupBeginFlags, DomainEventId, JobStatsFlags, JobType } from '../../libvirt/protocol.js';
 import type { DomainEvent } from '../../libvirt/events.js';
 import type { TypedValue } from '../../libvirt/types.js';
@@ -18,6 +15,7 @@ import type {
 import { LibvirtChain } from './chain.js';
 import { backupXml } from './domain-xml.js';
 import { holdCopies, releaseCopies } from './hold.js';
+import { createImage } from './image.js';
 import { LibvirtSession, untilAborted, warner } from './session.js';
 
 /** While waiting for the job-completed event, how often the job is also polled (a reconnect loses events). */
@@ -141,38 +139,22 @@ class LibvirtBackup implements SnapshotProvider {
     }
   }
 
-  /**
-   * Creates a target exclusively (never over an existing file), the disk's
-   * size: raw sparse, or a qcow2 made by qemu-img. dispose() removes it
-   * unless the copy finished.
-   */
+  /** A target of the disk's size (a chain's: 16 KiB clusters, the parent's image as backing file). */
   private async createTarget(run: BackupRun, disk: string, target: string): Promise<void> {
     const { session } = run;
     const { capacity } = await session.conn.getBlockInfo(session.dom, disk, 0, { timeoutMs: this.s.commandTimeoutMs });
-    const fh = await openFile(target, 'wx', 0o600).catch((err: NodeJS.ErrnoException) => {
-      throw new QuiesceError('STEP_FAILED', `cannot create ${target} for disk ${disk}: ${err.message}`, {
-        guest: session.guest,
-        cause: err,
-      });
-    });
-    this.created = true;
-    try {
-      if (this.s.format === 'raw') await fh.truncate(Number(capacity));
-    } finally {
-      await fh.close();
-    }
     const backing = this.chain?.backing(disk);
-    // A chain's images: 16 KiB clusters (a small incremental's qcow2 skeleton), the parent's image as backing file.
-    const chainArgs = this.chain ? ['-o', 'cluster_size=16k', ...(backing ? ['-b', backing, '-F', 'qcow2'] : [])] : [];
-    if (this.s.format === 'qcow2')
-      await promisify(execFile)('qemu-img', ['create', '-q', '-f', 'qcow2', ...chainArgs, target, String(capacity)], {
-        timeout: this.s.commandTimeoutMs,
-      }).catch((err: Error) => {
-        throw new QuiesceError('STEP_FAILED', `qemu-img create of ${target} failed: ${err.message}`, {
-          guest: session.guest,
-          cause: err,
-        });
-      });
+    // 16 KiB clusters keep a small incremental's qcow2 skeleton small.
+    const qcow2Options = this.chain
+      ? ['-o', 'cluster_size=16k', ...(backing ? ['-b', backing, '-F', 'qcow2'] : [])]
+      : [];
+    await createImage(
+      target,
+      { format: this.s.format, capacity, qcow2Options, disk, guest: session.guest, timeoutMs: this.s.commandTimeoutMs },
+      () => {
+        this.created = true;
+      },
+    );
   }
 
   /**

@@ -4,7 +4,8 @@ import { SnapshotCreateFlags } from '../../libvirt/protocol.js';
 import type { Log } from '../../log/logger.js';
 import type { PlannedLibvirtSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from '../types.js';
 import { merge, recoveryHint } from './commit.js';
-import { snapshotXml } from './domain-xml.js';
+import { snapshotXml, type DomainDisk } from './domain-xml.js';
+import { createImage } from './image.js';
 import { LibvirtSession, warner } from './session.js';
 
 /**
@@ -18,10 +19,27 @@ import { LibvirtSession, warner } from './session.js';
  *   (libvirt ≥ 9.0) merge it later;
  * - never QUIESCE: the filesystems are frozen already, by us, with the list
  *   the config names (libvirt's own freeze would take every filesystem).
- * - no REUSE_EXT: libvirt creates each overlay (and refuses an existing file).
+ * - REUSE_EXT when quiesce made the overlays before the freeze (a local
+ *   URI, every disk a file or block device): otherwise libvirt creates each
+ *   one inside the window (a blockdev-create job per disk).
  */
-export function snapshotFlags(commit: boolean): number {
-  return SnapshotCreateFlags.DISK_ONLY | SnapshotCreateFlags.ATOMIC | (commit ? SnapshotCreateFlags.NO_METADATA : 0);
+export function snapshotFlags(commit: boolean, reuse: boolean): number {
+  return (
+    SnapshotCreateFlags.DISK_ONLY |
+    SnapshotCreateFlags.ATOMIC |
+    (commit ? SnapshotCreateFlags.NO_METADATA : 0) |
+    (reuse ? SnapshotCreateFlags.REUSE_EXT : 0)
+  );
+}
+
+/**
+ * The qemu-img options of an overlay on `disk`: its active image as backing
+ * file, not opened (-u: QEMU holds it, and the size is given). Undefined where
+ * the backing is not a path here (a network disk): libvirt makes that overlay.
+ */
+export function overlayOptions(disk: DomainDisk): string[] | undefined {
+  if ((disk.type !== 'file' && disk.type !== 'block') || !disk.source || !disk.format) return undefined;
+  return ['-u', '-b', disk.source, '-F', disk.format];
 }
 
 /**
@@ -37,12 +55,14 @@ export function overlayProvider(s: PlannedLibvirtSnapshot): SnapshotProvider {
 }
 
 class LibvirtOverlay implements SnapshotProvider {
-  private preparing: Promise<{ session: LibvirtSession; xml: string }> | undefined;
+  private preparing: Promise<{ session: LibvirtSession; xml: string; reuse: boolean }> | undefined;
   private disposing: Promise<void> | undefined;
   private session: LibvirtSession | undefined;
   /** The overlays are in place (libvirt accepted the snapshot in the window). */
   private taken = false;
   private merging: Promise<void> | undefined;
+  /** prepare() created overlay files (removed again unless libvirt took them). */
+  private created = false;
 
   constructor(private readonly s: PlannedLibvirtSnapshot) {}
 
@@ -68,20 +88,44 @@ class LibvirtOverlay implements SnapshotProvider {
     await this.prepared(ctx.guest);
   }
 
-  private prepared(guest: string): Promise<{ session: LibvirtSession; xml: string }> {
+  private prepared(guest: string): Promise<{ session: LibvirtSession; xml: string; reuse: boolean }> {
     this.preparing ??= (async () => {
       const session = await LibvirtSession.open(this.s, guest);
       this.session = session;
       const name = `quiesce-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-      return { session, xml: snapshotXml(name, session.all, session.picked) };
+      const reuse = await this.createOverlays(session);
+      return { session, xml: snapshotXml(name, session.all, session.picked), reuse };
     })();
     return this.preparing;
   }
 
+  /**
+   * With a local URI, each overlay is made here, before the freeze (qcow2,
+   * the disk's size, its active image as backing file), and libvirt reuses
+   * them; returns whether it did. dispose() removes them unless libvirt took
+   * them.
+   */
+  private async createOverlays(session: LibvirtSession): Promise<boolean> {
+    const options = session.picked.map((p) => overlayOptions(p.disk));
+    if (!session.local || options.some((o) => o === undefined)) return false;
+    const t = { timeoutMs: this.s.commandTimeoutMs };
+    for (const [i, p] of session.picked.entries()) {
+      const { capacity } = await session.conn.getBlockInfo(session.dom, p.disk.name, 0, t);
+      await createImage(
+        p.target,
+        { format: 'qcow2', capacity, qcow2Options: options[i]!, disk: p.disk.name, guest: session.guest, ...t },
+        () => {
+          this.created = true;
+        },
+      );
+    }
+    return true;
+  }
+
   async take(ctx: SnapshotContext): Promise<SnapshotTaken> {
-    const { session, xml } = await this.prepared(ctx.guest);
+    const { session, xml, reuse } = await this.prepared(ctx.guest);
     await session.send(
-      session.conn.snapshotCreateXml(session.dom, xml, snapshotFlags(this.s.commit), {
+      session.conn.snapshotCreateXml(session.dom, xml, snapshotFlags(this.s.commit, reuse), {
         timeoutMs: this.s.commandTimeoutMs,
       }),
       ctx.signal,
@@ -118,7 +162,10 @@ class LibvirtOverlay implements SnapshotProvider {
     try {
       // Taken, or perhaps taken after the window was cut short.
       const inPlace = this.taken || (await session.wasAccepted()) !== false;
-      if (!inPlace) return;
+      if (!inPlace) {
+        if (this.created) await session.removeTargets(warn, 'the snapshot was not taken', true);
+        return;
+      }
       if (!this.taken)
         warn(
           `the overlays ${session.targets.join(', ')} may have been created after the frozen window was cut short: the images below them are not frozen-consistent`,

@@ -12,7 +12,7 @@ import {
   withoutParent,
 } from '../../../../src/snapshot/libvirt/domain-xml.js';
 import { pickDisks } from '../../../../src/snapshot/libvirt/session.js';
-import { snapshotFlags } from '../../../../src/snapshot/libvirt/overlay.js';
+import { overlayOptions, snapshotFlags } from '../../../../src/snapshot/libvirt/overlay.js';
 import { SnapshotCreateFlags } from '../../../../src/libvirt/protocol.js';
 
 const DOMAIN = `<domain type='kvm' id='3'>
@@ -99,11 +99,24 @@ test('snapshot XML: external qcow2 overlays for the picked disks, snapshot=no fo
   assert.match(xml, /<disk name='sda' snapshot='no'\/>/);
 });
 
-test('snapshot flags: disk-only and atomic always, no metadata only when the overlay is merged back, never quiesce', () => {
+test('snapshot flags: disk-only and atomic always, no metadata only when the overlay is merged back, reuse-ext only for overlays made before, never quiesce', () => {
   const F = SnapshotCreateFlags;
-  assert.equal(snapshotFlags(true), F.DISK_ONLY | F.ATOMIC | F.NO_METADATA);
-  assert.equal(snapshotFlags(false), F.DISK_ONLY | F.ATOMIC);
-  assert.equal(snapshotFlags(true) & F.QUIESCE, 0);
+  assert.equal(snapshotFlags(true, false), F.DISK_ONLY | F.ATOMIC | F.NO_METADATA);
+  assert.equal(snapshotFlags(false, false), F.DISK_ONLY | F.ATOMIC);
+  assert.equal(snapshotFlags(true, true), F.DISK_ONLY | F.ATOMIC | F.NO_METADATA | F.REUSE_EXT);
+  assert.equal(snapshotFlags(false, true), F.DISK_ONLY | F.ATOMIC | F.REUSE_EXT);
+  for (const c of [true, false]) for (const r of [true, false]) assert.equal(snapshotFlags(c, r) & F.QUIESCE, 0);
+});
+
+test('overlayOptions: the active image as backing file with its format, not opened; none for a network disk', () => {
+  const [vda, vdb] = parseDisks(DOMAIN);
+  assert.deepEqual(overlayOptions(vda!), ['-u', '-b', '/var/lib/libvirt/images/top.qcow2', '-F', 'qcow2']);
+  assert.deepEqual(overlayOptions(vdb!), ['-u', '-b', "/dev/vg0/it's", '-F', 'raw']);
+  const [net] = parseDisks(
+    `<domain><devices><disk type='network' device='disk'><driver name='qemu' type='raw'/><source protocol='rbd' name='pool/img'/><target dev='vdc'/></disk></devices></domain>`,
+  );
+  assert.equal(net!.type, 'network');
+  assert.equal(overlayOptions(net!), undefined);
 });
 
 const CHAIN_DOMAIN = `<domain><devices>
