@@ -16,7 +16,7 @@ import { LibvirtChain } from './chain.js';
 import { backupXml } from './domain-xml.js';
 import { holdCopies, releaseCopies } from './hold.js';
 import { createImage } from './image.js';
-import { LibvirtSession, untilAborted, warner } from './session.js';
+import { LibvirtSession, warner } from './session.js';
 
 /** While waiting for the job-completed event, how often the job is also polled (a reconnect loses events). */
 const POLL_MS = 2000;
@@ -28,9 +28,9 @@ const ABORT_WAIT_MS = 10_000;
  * freeze: the connection, the domain, its disks, the targets checked free,
  * the backup XML built, the job-completed event registered and, with a
  * repository, the new checkpoint created. Inside the window: backup-begin
- * alone — the point in time is the job's start — and the copy held nearly
- * still until the thaw has returned (hold.ts), so take() returns with their
- * replies. After the thaw, complete() lets the copy go, waits for the job-completed event (or,
+ * alone — the point in time is the job's start, so take() returns with its
+ * reply — and the copy held nearly still through the thaw (hold.ts). After
+ * the thaw, complete() lets the copy go, waits for the job-completed event (or,
  * should events be lost, the job's end seen by polling), checks the job's
  * success, and removes the partial targets of a failed or aborted job.
  * dispose() aborts a job still running (a signal, a timeout) and removes its
@@ -66,8 +66,8 @@ class LibvirtBackup implements SnapshotProvider {
   private created = false;
   /** With a repository: the level, the images, the checkpoints and the manifest. */
   private chain: LibvirtChain | undefined;
-  /** The disks whose copy take() held through the thaw, and since when. */
-  private held: { readonly disks: readonly string[]; readonly at: number } | undefined;
+  /** The disks whose copy take() held through the thaw, and since when (never rejects). */
+  private held: Promise<{ readonly disks: readonly string[]; readonly at: number }> | undefined;
 
   constructor(private readonly s: PlannedLibvirtSnapshot) {}
 
@@ -185,17 +185,15 @@ class LibvirtBackup implements SnapshotProvider {
       ctx.signal,
       'backup-begin',
     );
+    // The hold is sent, not waited for: the thaw follows at once (libvirtd runs both calls side by side),
+    // and a copy too small to need holding costs the window nothing. complete() waits for it.
     if (ctx.inWindow) {
-      const t = { timeoutMs: this.s.commandTimeoutMs };
-      const disks = session.picked.map((p) => p.disk.name);
       const at = performance.now();
-      const held = await untilAborted(
-        holdCopies(session.conn, session.dom, disks, t),
-        ctx.signal,
-        ctx.guest,
-        'holding the copy',
-      );
-      this.held = { disks: held, at };
+      const disks = session.picked.map((p) => p.disk.name);
+      this.held = holdCopies(session.conn, session.dom, disks, { timeoutMs: this.s.commandTimeoutMs }).then((held) => ({
+        disks: held,
+        at,
+      }));
     }
     if (!chain) return { files: session.targets, complete: (c) => this.complete(run, since, c) };
     chain.started();
@@ -232,7 +230,7 @@ class LibvirtBackup implements SnapshotProvider {
 
   /** After the thaw: the held copies go at full speed (reconnecting once if the connection dropped). */
   private async letGo(run: BackupRun, log: Log): Promise<void> {
-    const held = this.held;
+    const held = await this.held;
     if (!held?.disks.length) return;
     const { session } = run;
     await session.lease.withDomain(session.s.domain, (c, d) =>
