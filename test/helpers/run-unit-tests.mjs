@@ -58,6 +58,7 @@ export const UNIT_TESTS = [
   'test/host/repository/lock.test.ts',
   'test/host/repository/prune.test.ts',
   'test/host/repository/retention.test.ts',
+  'test/host/snapshot/libvirt/',
   'test/host/snapshot/qmp/',
   'test/host/verify/checks.test.ts',
   'test/host/verify/config.test.ts',
