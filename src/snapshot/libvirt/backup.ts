@@ -90,11 +90,11 @@ class LibvirtBackup implements SnapshotProvider {
     if (s.repository)
       return {
         beforeFreeze: `snapshot set-up: connect to libvirt, read ${s.domain}'s disks, read the repository's manifests and the domain's checkpoints (redefining the base's from its manifest if libvirt lost it), pick the level (${s.repository.level}), create each qcow2 image (backing file: the parent's), listen for job-completed, create the new checkpoint (timeout ${formatDuration(s.commandTimeoutMs)} per call)`,
-        afterThaw: `wait for the backup job's job-completed event (timeout ${formatDuration(s.timeoutMs)}), write the manifest (last) with the new checkpoint's XML, delete the checkpoint the new backup replaces; a failed or aborted job deletes the new checkpoint and its images`,
+        afterThaw: `let the copy go at full speed (held at 1 MiB/s through the thaw), wait for the backup job's job-completed event (timeout ${formatDuration(s.timeoutMs)}), write the manifest (last) with the new checkpoint's XML, delete the checkpoint the new backup replaces; a failed or aborted job deletes the new checkpoint and its images`,
       };
     return {
       beforeFreeze: `snapshot set-up: connect to libvirt, read ${s.domain}'s disks, check each target is free, build the backup XML, listen for job-completed (timeout ${formatDuration(s.commandTimeoutMs)} per call)`,
-      afterThaw: `wait for the backup job's job-completed event (timeout ${formatDuration(s.timeoutMs)}; a failed or aborted job fails it and its partial targets are removed)`,
+      afterThaw: `let the copy go at full speed (held at 1 MiB/s through the thaw), wait for the backup job's job-completed event (timeout ${formatDuration(s.timeoutMs)}; a failed or aborted job fails it and its partial targets are removed)`,
     };
   }
 

@@ -75,7 +75,7 @@ class LibvirtOverlay implements SnapshotProvider {
   planSteps(): { beforeFreeze: string; afterThaw?: string } {
     const s = this.s;
     return {
-      beforeFreeze: `snapshot set-up: connect to libvirt, read ${s.domain}'s disks, check each overlay path is free, build the snapshot XML (timeout ${formatDuration(s.commandTimeoutMs)} per call)`,
+      beforeFreeze: `snapshot set-up: connect to libvirt, read ${s.domain}'s disks, check each overlay path is free and, with a local URI, make each overlay (qcow2 over the disk's image, reused by libvirt), build the snapshot XML (timeout ${formatDuration(s.commandTimeoutMs)} per call)`,
       ...(s.commit
         ? {
             afterThaw: `after the backup, verify and post-hook steps: merge each overlay back (block commit --active --shallow, READY, pivot; timeout ${formatDuration(s.timeoutMs)}); the domain is back on its images`,
