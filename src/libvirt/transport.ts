@@ -134,7 +134,7 @@ export function existingSocket(route: Extract<LibvirtRoute, { kind: 'unix' }>): 
 }
 
 /** One word for a POSIX shell. */
-function sh(word: string): string {
+export function sh(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
@@ -157,8 +157,11 @@ export function remoteCommand(r: Extract<LibvirtRoute, { kind: 'ssh' }>): string
   }
 }
 
-/** ssh's argv for the route (BatchMode: a run never waits for a password prompt). */
-export function sshArgv(r: Extract<LibvirtRoute, { kind: 'ssh' }>): string[] {
+/**
+ * ssh's argv for the route (BatchMode: a run never waits for a password
+ * prompt), running `command` there (default: the proxy to libvirtd's socket).
+ */
+export function sshArgv(r: Extract<LibvirtRoute, { kind: 'ssh' }>, command = remoteCommand(r)): string[] {
   return [
     ...(r.port !== undefined ? ['-p', String(r.port)] : []),
     ...(r.user !== undefined ? ['-l', r.user] : []),
@@ -173,7 +176,7 @@ export function sshArgv(r: Extract<LibvirtRoute, { kind: 'ssh' }>): string[] {
     r.host,
     'sh',
     '-c',
-    sh(remoteCommand(r)),
+    sh(command),
   ];
 }
 

@@ -354,7 +354,7 @@ for (const kind of KINDS) {
           assert.equal(await diskSource(g.name), g.dataImage);
         });
 
-        test('qemu+ssh through an sshd on loopback: the connector and the backup provider over ssh + virt-ssh-helper', async (t: TestContext) => {
+        test('qemu+ssh through an sshd on loopback: doctor asks the far side; the connector and the backup provider over ssh + virt-ssh-helper', async (t: TestContext) => {
           if (skip) return t.skip(skip);
           const noSshd = sshdUnavailable();
           if (noSshd) return t.skip(noSshd);
@@ -370,22 +370,45 @@ for (const kind of KINDS) {
             } finally {
               await a.close();
             }
-            const c = resolveConfig(
-              {
-                stateDir: join(dir, 'ssh-state'),
-                guests: {
-                  vm: {
-                    connector: { type: 'libvirt', domain: g.name, uri },
-                    freeze: [GUEST_DATA_MOUNT],
-                    snapshot: { provider: 'libvirt', target: join(dir, 'ssh-{disk}.img') },
-                    timeouts: { freeze: '60s', thaw: '30s', command: '30s' },
+            const sshConfig = (snapshot: Record<string, unknown>, connectorUri = uri) =>
+              resolveConfig(
+                {
+                  stateDir: join(dir, 'ssh-state'),
+                  guests: {
+                    vm: {
+                      connector: { type: 'libvirt', domain: g.name, uri: connectorUri },
+                      freeze: [GUEST_DATA_MOUNT],
+                      snapshot: { provider: 'libvirt', ...snapshot },
+                      timeouts: { freeze: '60s', thaw: '30s', command: '30s' },
+                    },
                   },
+                  jobs: { e2e: { guests: ['vm'], budget: '60s' } },
                 },
-                jobs: { e2e: { guests: ['vm'], budget: '60s' } },
-              },
-              'e2e',
-            );
-            const { report, log } = await run(c);
+                'e2e',
+              );
+            // doctor over ssh asks the far side for the proxy and the directories libvirt writes into.
+            const doctor = async (snapshot: Record<string, unknown>, connectorUri = uri) =>
+              Object.fromEntries(
+                (await libvirtChecks(sshConfig(snapshot, connectorUri).guests.get('vm')!)).map((x) => [
+                  x.name,
+                  [x.ok, x.detail] as const,
+                ]),
+              );
+            const host = new URL(uri).hostname;
+            let checks = await doctor({ target: join(dir, 'ssh-{disk}.img') });
+            assert.deepEqual(checks['ssh proxy'], [true, `virt-ssh-helper on ${host}`]);
+            assert.deepEqual(checks['snapshot target directory'], [true, `${dir} (on ${host})`]);
+            checks = await doctor({ target: join(dir, 'nowhere', '{disk}.img') });
+            assert.deepEqual(checks['snapshot target directory'], [
+              false,
+              `${join(dir, 'nowhere')} does not exist on ${host}`,
+            ]);
+            checks = await doctor({ repository: dir });
+            assert.deepEqual(checks['repository directory'], [true, `${dir} (on ${host} and here)`]);
+            const viaNetcat = `${uri}${uri.includes('?') ? '&' : '?'}proxy=netcat&netcat=no-such-netcat`;
+            checks = await doctor({ target: join(dir, 'ssh-{disk}.img') }, viaNetcat);
+            assert.deepEqual(checks['ssh proxy'], [false, `proxy=netcat: no-such-netcat not found on ${host}`]);
+            const { report, log } = await run(sshConfig({ target: join(dir, 'ssh-{disk}.img') }));
             const vm = report.guests[0]!;
             assert.equal(report.exitCode, 0, vm.errors.map((e) => e.message).join('; '));
             assert.deepEqual(

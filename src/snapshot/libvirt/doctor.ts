@@ -1,9 +1,11 @@
+import { execFile } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { promisify } from 'node:util';
 import type { ResolvedGuest } from '../../config/types.js';
 import { BlockJobType, DomainState, JobType } from '../../libvirt/protocol.js';
 import { libvirtPool, NativeUnavailable, type LibvirtPool } from '../../libvirt/pool.js';
-import { existingSocket, routeFor } from '../../libvirt/transport.js';
+import { existingSocket, routeFor, sh, sshArgv, type LibvirtRoute } from '../../libvirt/transport.js';
 import { parseDisks } from './domain-xml.js';
 import { pickDisks } from './session.js';
 
@@ -23,6 +25,53 @@ const BLOCK_JOB_NAMES: Readonly<Record<number, string>> = {
 };
 
 const version = (n: number): string => `${Math.floor(n / 1e6)}.${Math.floor(n / 1e3) % 1000}.${n % 1000}`;
+
+type SshRoute = Extract<LibvirtRoute, { kind: 'ssh' }>;
+
+/** What the hypervisor has, asked over ssh as the transport connects: the commands, and which directories exist. */
+interface RemoteFacts {
+  readonly commands: ReadonlySet<string>;
+  readonly dirs: ReadonlySet<string>;
+}
+
+/** One ssh round trip (the transport's own options) that asks for the proxies and `dirs`. */
+async function askRemote(route: SshRoute, dirs: readonly string[], timeoutMs: number): Promise<RemoteFacts> {
+  const script = [
+    ...['virt-ssh-helper', route.netcat].map(
+      (c) => `if command -v ${sh(c)} >/dev/null 2>&1; then echo ${sh(`command ${c}`)}; fi`,
+    ),
+    ...dirs.map((d) => `if [ -d ${sh(d)} ]; then echo ${sh(`dir ${d}`)}; fi`),
+  ].join('; ');
+  const { stdout } = await promisify(execFile)(route.command, sshArgv(route, script), {
+    timeout: timeoutMs,
+    env: { ...process.env, LC_ALL: 'C' },
+  });
+  const lines = stdout.split('\n');
+  const after = (prefix: string): Set<string> =>
+    new Set(lines.filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length)));
+  return { commands: after('command '), dirs: after('dir ') };
+}
+
+/** The ssh proxy the route needs, found (or not) on the hypervisor. */
+function proxyCheck(route: SshRoute, facts: RemoteFacts): LibvirtCheck {
+  const helper = facts.commands.has('virt-ssh-helper') && route.proxy !== 'netcat';
+  const nc = facts.commands.has(route.netcat) && route.proxy !== 'native';
+  return {
+    name: 'ssh proxy',
+    ok: helper || nc,
+    detail: helper
+      ? `virt-ssh-helper on ${route.host}`
+      : nc
+        ? `${route.netcat} to ${route.socket} on ${route.host}${route.proxy === 'auto' ? ' (no virt-ssh-helper there)' : ''}`
+        : `proxy=${route.proxy}: ${route.proxy === 'netcat' ? route.netcat : route.proxy === 'native' ? 'virt-ssh-helper' : `neither virt-ssh-helper nor ${route.netcat}`} not found on ${route.host}`,
+  };
+}
+
+const isDirectory = (dir: string): Promise<boolean> =>
+  stat(dir).then(
+    (st) => st.isDirectory(),
+    () => false,
+  );
 
 /**
  * What `quiesce doctor` checks for a guest with a libvirt connector (and, if
@@ -63,8 +112,26 @@ export async function libvirtChecks(
       ? `native RPC on ${existingSocket(route) ?? `(no socket: ${route.sockets.join(', ')}; virsh fallback)`}`
       : `native RPC through ssh to ${route.host}`,
   );
-  const lease = (o.pool ?? libvirtPool).lease(c.uri, g.name);
   const t = { timeoutMs: g.timeouts.commandMs };
+  // The directories the provider writes into (placeholders left aside): a target's, a repository's.
+  const dirs = [
+    ...(provider?.target !== undefined ? [{ name: 'snapshot target directory', dir: dirname(provider.target) }] : []),
+    ...(provider?.repository ? [{ name: 'repository directory', dir: provider.repository.dir }] : []),
+  ].filter((d) => !/\{/.test(d.dir));
+  let remote: RemoteFacts | undefined;
+  if (route.kind === 'ssh') {
+    try {
+      remote = await askRemote(
+        route,
+        dirs.map((d) => d.dir),
+        g.timeouts.connectMs,
+      );
+      out.push(proxyCheck(route, remote));
+    } catch (err) {
+      add('ssh proxy', false, `ssh to ${route.host}: ${(err as Error).message}`);
+    }
+  }
+  const lease = (o.pool ?? libvirtPool).lease(c.uri, g.name);
   try {
     const t0 = performance.now();
     let conn;
@@ -135,15 +202,21 @@ export async function libvirtChecks(
     } catch (err) {
       add('snapshot disks', false, (err as Error).message);
     }
-    if (route.kind === 'unix' && provider.target !== undefined) {
-      const dir = dirname(provider.target);
-      if (!/\{/.test(dir)) {
-        const isDir = await stat(dir).then(
-          (st) => st.isDirectory(),
-          () => false,
-        );
-        add('snapshot target directory', isDir, isDir ? dir : `${dir} does not exist`);
-      }
+    // Over ssh, libvirt writes a target on the hypervisor; a repository must be the same path on both machines.
+    for (const { name, dir } of dirs) {
+      const here = route.kind === 'unix' || name === 'repository directory' ? await isDirectory(dir) : true;
+      const there = route.kind === 'ssh' ? remote?.dirs.has(dir) : true;
+      const host = route.kind === 'ssh' ? route.host : '';
+      const missing = [here ? '' : 'here', there === false ? `on ${host}` : ''].filter(Boolean).join(' and ');
+      add(
+        name,
+        here && there === true,
+        there === undefined
+          ? `${dir}: not checked on ${host} (ssh failed)`
+          : missing
+            ? `${dir} does not exist ${missing}`
+            : `${dir}${route.kind === 'ssh' ? ` (on ${host}${name === 'repository directory' ? ' and here' : ''})` : ''}`,
+      );
     }
     // A block job on a disk (a commit a killed run left, a copy of someone else's) makes libvirt refuse the
     // snapshot or the backup of that disk: found here, not inside a window.

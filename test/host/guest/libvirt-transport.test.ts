@@ -53,6 +53,9 @@ test('qemu+ssh: user, port, keyfile, no_verify; the name sent is the URI without
   const plain = routeFor('qemu+ssh://kvm1/system');
   assert.ok(plain.kind === 'ssh');
   assert.deepEqual(sshArgv(plain).slice(0, 6), ['-T', '-e', 'none', '-o', 'BatchMode=yes', '--']);
+  // Another command over the same options (doctor's questions to the far side), quoted as one word.
+  assert.deepEqual(sshArgv(plain, "test -d '/x y'").slice(-4), ['kvm1', 'sh', '-c', `'test -d '\\''/x y'\\'''`]);
+  assert.deepEqual(sshArgv(plain, 'true').slice(0, -1), sshArgv(plain).slice(0, -1));
 });
 
 test('virsh for what is not spoken natively, with the reason', () => {
