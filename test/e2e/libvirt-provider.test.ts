@@ -96,14 +96,19 @@ for (const kind of KINDS) {
         if (dir) rmSync(dir, { recursive: true, force: true });
       });
 
-      function config(name: string, snapshot: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+      function config(
+        name: string,
+        snapshot: Record<string, unknown>,
+        extra: Record<string, unknown> = {},
+        uri = LIBVIRT_URI,
+      ) {
         const g = guest!;
         return resolveConfig(
           {
             stateDir: join(dir, `${name}-state`),
             guests: {
               vm: {
-                connector: { type: 'libvirt', domain: g.name, uri: LIBVIRT_URI },
+                connector: { type: 'libvirt', domain: g.name, uri },
                 freeze: [GUEST_DATA_MOUNT],
                 snapshot: { provider: 'libvirt', ...snapshot },
                 timeouts: { freeze: '60s', thaw: '30s', command: '30s' },
@@ -371,21 +376,7 @@ for (const kind of KINDS) {
               await a.close();
             }
             const sshConfig = (snapshot: Record<string, unknown>, connectorUri = uri) =>
-              resolveConfig(
-                {
-                  stateDir: join(dir, 'ssh-state'),
-                  guests: {
-                    vm: {
-                      connector: { type: 'libvirt', domain: g.name, uri: connectorUri },
-                      freeze: [GUEST_DATA_MOUNT],
-                      snapshot: { provider: 'libvirt', ...snapshot },
-                      timeouts: { freeze: '60s', thaw: '30s', command: '30s' },
-                    },
-                  },
-                  jobs: { e2e: { guests: ['vm'], budget: '60s' } },
-                },
-                'e2e',
-              );
+              config('ssh', snapshot, {}, connectorUri);
             // doctor over ssh asks the far side for the proxy and the directories libvirt writes into.
             const doctor = async (snapshot: Record<string, unknown>, connectorUri = uri) =>
               Object.fromEntries(

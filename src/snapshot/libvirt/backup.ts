@@ -13,7 +13,7 @@ import type {
   WindowFacts,
 } from '../types.js';
 import { LibvirtChain } from './chain.js';
-import { backupXml } from './domain-xml.js';
+import { backupXml, type PickedDisk } from './domain-xml.js';
 import { holdCopies, releaseCopies } from './hold.js';
 import { createImage } from './image.js';
 import { LibvirtSession, warner } from './session.js';
@@ -129,7 +129,7 @@ class LibvirtBackup implements SnapshotProvider {
       this.run = run;
       // The targets are made here, before the freeze: libvirt's own creation of each target
       // (blockdev-create jobs) would otherwise run inside backup-begin, in the window.
-      if (here) for (const p of session.picked) await this.createTarget(run, p.disk.name, p.target);
+      if (here) for (const p of session.picked) await this.createTarget(session, p);
       await this.createCheckpoint(run);
       return run;
     } catch (err) {
@@ -139,22 +139,16 @@ class LibvirtBackup implements SnapshotProvider {
     }
   }
 
-  /** A target of the disk's size (a chain's: 16 KiB clusters, the parent's image as backing file). */
-  private async createTarget(run: BackupRun, disk: string, target: string): Promise<void> {
-    const { session } = run;
-    const { capacity } = await session.conn.getBlockInfo(session.dom, disk, 0, { timeoutMs: this.s.commandTimeoutMs });
-    const backing = this.chain?.backing(disk);
+  /** A target (a chain's: 16 KiB clusters, the parent's image as backing file). */
+  private async createTarget(session: LibvirtSession, p: PickedDisk): Promise<void> {
+    const backing = this.chain?.backing(p.disk.name);
     // 16 KiB clusters keep a small incremental's qcow2 skeleton small.
     const qcow2Options = this.chain
       ? ['-o', 'cluster_size=16k', ...(backing ? ['-b', backing, '-F', 'qcow2'] : [])]
       : [];
-    await createImage(
-      target,
-      { format: this.s.format, capacity, qcow2Options, disk, guest: session.guest, timeoutMs: this.s.commandTimeoutMs },
-      () => {
-        this.created = true;
-      },
-    );
+    await createImage(session, p, { format: this.s.format, qcow2Options }, () => {
+      this.created = true;
+    });
   }
 
   /**

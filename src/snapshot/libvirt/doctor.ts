@@ -56,14 +56,20 @@ async function askRemote(route: SshRoute, dirs: readonly string[], timeoutMs: nu
 function proxyCheck(route: SshRoute, facts: RemoteFacts): LibvirtCheck {
   const helper = facts.commands.has('virt-ssh-helper') && route.proxy !== 'netcat';
   const nc = facts.commands.has(route.netcat) && route.proxy !== 'native';
+  const wanted = {
+    native: 'virt-ssh-helper',
+    netcat: route.netcat,
+    auto: `neither virt-ssh-helper nor ${route.netcat}`,
+  };
+  const there = ` on ${route.host}`;
   return {
     name: 'ssh proxy',
     ok: helper || nc,
     detail: helper
-      ? `virt-ssh-helper on ${route.host}`
+      ? `virt-ssh-helper${there}`
       : nc
-        ? `${route.netcat} to ${route.socket} on ${route.host}${route.proxy === 'auto' ? ' (no virt-ssh-helper there)' : ''}`
-        : `proxy=${route.proxy}: ${route.proxy === 'netcat' ? route.netcat : route.proxy === 'native' ? 'virt-ssh-helper' : `neither virt-ssh-helper nor ${route.netcat}`} not found on ${route.host}`,
+        ? `${route.netcat} to ${route.socket}${there}${route.proxy === 'auto' ? ' (no virt-ssh-helper there)' : ''}`
+        : `proxy=${route.proxy}: ${wanted[route.proxy]} not found${there}`,
   };
 }
 
@@ -113,10 +119,14 @@ export async function libvirtChecks(
       : `native RPC through ssh to ${route.host}`,
   );
   const t = { timeoutMs: g.timeouts.commandMs };
-  // The directories the provider writes into (placeholders left aside): a target's, a repository's.
+  // The directories the provider writes into (placeholders left aside). Over ssh libvirt writes a target
+  // on the hypervisor, and a repository must be the same path on both machines.
+  const remoteUri = route.kind === 'ssh';
   const dirs = [
-    ...(provider?.target !== undefined ? [{ name: 'snapshot target directory', dir: dirname(provider.target) }] : []),
-    ...(provider?.repository ? [{ name: 'repository directory', dir: provider.repository.dir }] : []),
+    ...(provider?.target !== undefined
+      ? [{ name: 'snapshot target directory', dir: dirname(provider.target), here: !remoteUri }]
+      : []),
+    ...(provider?.repository ? [{ name: 'repository directory', dir: provider.repository.dir, here: true }] : []),
   ].filter((d) => !/\{/.test(d.dir));
   let remote: RemoteFacts | undefined;
   if (route.kind === 'ssh') {
@@ -202,20 +212,30 @@ export async function libvirtChecks(
     } catch (err) {
       add('snapshot disks', false, (err as Error).message);
     }
-    // Over ssh, libvirt writes a target on the hypervisor; a repository must be the same path on both machines.
-    for (const { name, dir } of dirs) {
-      const here = route.kind === 'unix' || name === 'repository directory' ? await isDirectory(dir) : true;
-      const there = route.kind === 'ssh' ? remote?.dirs.has(dir) : true;
-      const host = route.kind === 'ssh' ? route.host : '';
-      const missing = [here ? '' : 'here', there === false ? `on ${host}` : ''].filter(Boolean).join(' and ');
+    for (const d of dirs) {
+      const sides = [
+        ...(d.here ? [{ where: 'here', found: await isDirectory(d.dir) }] : []),
+        ...(route.kind === 'ssh' ? [{ where: `on ${route.host}`, found: remote?.dirs.has(d.dir) }] : []),
+      ];
+      const where = (found: boolean | undefined): string =>
+        sides
+          .filter((x) => x.found === found)
+          .map((x) => x.where)
+          .join(' and ');
+      const [unchecked, missing] = [where(undefined), where(false)];
       add(
-        name,
-        here && there === true,
-        there === undefined
-          ? `${dir}: not checked on ${host} (ssh failed)`
-          : missing
-            ? `${dir} does not exist ${missing}`
-            : `${dir}${route.kind === 'ssh' ? ` (on ${host}${name === 'repository directory' ? ' and here' : ''})` : ''}`,
+        d.name,
+        !unchecked && !missing,
+        unchecked
+          ? `${d.dir}: not checked ${unchecked} (ssh failed)`
+          : !remoteUri
+            ? `${d.dir}${missing ? ' does not exist' : ''}`
+            : missing
+              ? `${d.dir} does not exist ${missing}`
+              : `${d.dir} (${sides
+                  .map((x) => x.where)
+                  .reverse()
+                  .join(' and ')})`,
       );
     }
     // A block job on a disk (a commit a killed run left, a copy of someone else's) makes libvirt refuse the

@@ -108,17 +108,10 @@ class LibvirtOverlay implements SnapshotProvider {
   private async createOverlays(session: LibvirtSession): Promise<boolean> {
     const options = session.picked.map((p) => overlayOptions(p.disk));
     if (!session.local || options.some((o) => o === undefined)) return false;
-    const t = { timeoutMs: this.s.commandTimeoutMs };
-    for (const [i, p] of session.picked.entries()) {
-      const { capacity } = await session.conn.getBlockInfo(session.dom, p.disk.name, 0, t);
-      await createImage(
-        p.target,
-        { format: 'qcow2', capacity, qcow2Options: options[i]!, disk: p.disk.name, guest: session.guest, ...t },
-        () => {
-          this.created = true;
-        },
-      );
-    }
+    for (const [i, p] of session.picked.entries())
+      await createImage(session, p, { format: 'qcow2', qcow2Options: options[i]! }, () => {
+        this.created = true;
+      });
     return true;
   }
 
