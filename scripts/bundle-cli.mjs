@@ -9,6 +9,21 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * winston traces itself through @dabh/diagnostics, whose development build (picked unless
+ * NODE_ENV=production) loads a colour library and builds its conversion tables at every start, for
+ * output that only a DEBUG=winston:* setting shows. The bundle takes the package's own production build:
+ * the same API, tracing off. (Defining NODE_ENV for the whole bundle would change other code too.)
+ */
+const diagnosticsProductionBuild = {
+  name: 'diagnostics-production-build',
+  setup(b) {
+    b.onResolve({ filter: /^@dabh\/diagnostics$/ }, (args) =>
+      b.resolve('@dabh/diagnostics/node/production.js', { kind: args.kind, resolveDir: args.resolveDir }),
+    );
+  },
+};
 const outdir = resolve(process.argv[2] ?? join(root, 'dist', 'cli'));
 rmSync(outdir, { recursive: true, force: true });
 await build({
@@ -25,6 +40,13 @@ await build({
   },
   // cosmiconfig requires typescript only to load a .ts config file: it stays a lookup at run time.
   external: ['typescript'],
+  // Less to read and parse at every start: no comments or indentation (some comments are not ASCII, which
+  // makes V8 hold a whole file as two-byte text). Names stay, so stack traces name their functions; the
+  // linked source maps give the original lines with NODE_OPTIONS=--enable-source-maps.
+  minifyWhitespace: true,
+  minifySyntax: true,
+  sourcemap: 'linked',
+  plugins: [diagnosticsProductionBuild],
   logLevel: 'warning',
 });
 chmodSync(join(outdir, 'bin.js'), 0o755);

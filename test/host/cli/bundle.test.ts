@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +47,22 @@ describe(
     let dir: string;
     before(() => (dir = mkdtempSync(join(tmpdir(), 'bundle-'))));
     after(() => rmSync(dir, { recursive: true, force: true }));
+
+    test("the chunks are ASCII, with source maps, and winston's tracing is its production build", () => {
+      const files = readdirSync(join(ROOT, 'dist', 'cli'));
+      const chunks = files.filter((f) => f.endsWith('.js'));
+      assert.ok(chunks.length > 10, `${chunks.length} chunks`);
+      for (const f of chunks) {
+        const text = readFileSync(join(ROOT, 'dist', 'cli', f), 'latin1');
+        // A non-ASCII byte anywhere makes V8 hold the whole file as two-byte text.
+        assert.doesNotMatch(text, /[^\x00-\x7f]/, `${f} has a non-ASCII byte`);
+        assert.ok(files.includes(`${f}.map`), `${f} has no source map`);
+      }
+      // @dabh/diagnostics' development build loads a colour library (colorspace) at every start.
+      const all = chunks.map((f) => readFileSync(join(ROOT, 'dist', 'cli', f), 'latin1')).join('\n');
+      assert.doesNotMatch(all, /colorspace/);
+      assert.match(all, /winston/);
+    });
 
     test('--version prints the package version', () => {
       const r = quiesce(['--version']);
