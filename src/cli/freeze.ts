@@ -102,6 +102,7 @@ export async function freezeAndRun(
         signals,
         log: ctx.log,
         onWindow: ctx.onWindow,
+        spawnsInWindow: true,
       },
       async (m, signal) => {
         const r = await runProcess(cmd, {

@@ -127,6 +127,7 @@ async function runUnit(
           signals: deps.signals,
           log: deps.log,
           ...(deps.onWindow ? { onWindow: deps.onWindow } : {}),
+          spawnsInWindow: runs.some((r) => r.plan.snapshot.provider === 'command'),
         },
         (m, signal) => m.snapshot(signal, true),
       );

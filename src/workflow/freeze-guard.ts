@@ -39,6 +39,11 @@ export async function freezeGuard(
     log: Log;
     /** Told when the frozen window opens and closes (the CLI holds its log meanwhile). */
     onWindow?: (open: boolean) => void;
+    /**
+     * The snapshot step starts a process inside the window (a command provider, `freeze`'s CMD): the
+     * process runner's first spawn is warmed up before the freeze.
+     */
+    spawnsInWindow: boolean;
   },
   snapshot: (m: GuestRun, signal: AbortSignal) => Promise<void>,
 ): Promise<GuardOutcome> {
@@ -73,7 +78,7 @@ export async function freezeGuard(
     if (unwritten) throw (unwritten as PromiseRejectedResult).reason;
     journalWritten = true;
     for (const m of members) await m.armWatchdog(ctx.budgetMs);
-    await warmUpSpawn();
+    if (ctx.spawnsInWindow) await warmUpSpawn();
     if (abort.signal.aborted) throw new QuiesceError('INTERRUPTED', 'interrupted before the freeze');
 
     budgetTimer = setTimeout(() => {

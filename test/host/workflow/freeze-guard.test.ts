@@ -133,6 +133,7 @@ async function guard(o: GuardOptions = {}) {
         journal,
         signals,
         log,
+        spawnsInWindow: false,
         onWindow: (open) => {
           windows.push(open);
           tl.mark(open ? 'window-open' : 'window-close');
