@@ -50,6 +50,7 @@ export async function loadCommand<T>(
  * was compiled: call this before anything else loads them.
  */
 export async function compiledEagerly<T>(load: () => Promise<T>): Promise<T> {
+  await loadNodeModules();
   setFlagsFromString('--no-lazy');
   try {
     return await load();
@@ -57,6 +58,24 @@ export async function compiledEagerly<T>(load: () => Promise<T>): Promise<T> {
     setFlagsFromString('--lazy');
   }
 }
+
+/**
+ * Node's own modules that the eagerly compiled ones import, loaded before the
+ * flag is set: under --no-lazy Node's built-in code cache no longer matches
+ * V8's flags, and each built-in loaded then is compiled from source, every
+ * function of it (about twice the time). An ES import of a built-in also
+ * evaluates its lazy exports (node:net's BlockList, node:util's parseArgs):
+ * imported here the same way. A built-in missing from this list still loads,
+ * only slower.
+ */
+const loadNodeModules = (): Promise<unknown> =>
+  Promise.all([
+    import('node:crypto'),
+    import('node:fs/promises'),
+    import('node:net'),
+    import('node:timers/promises'),
+    import('node:util'),
+  ]);
 
 /**
  * Node's own code that the window is first to use compiles there too, beyond
