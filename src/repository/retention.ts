@@ -1,4 +1,3 @@
-import { ok } from 'node:assert/strict';
 import type { KeepRules } from '../config/types.js';
 import { QuiesceError } from '../errors.js';
 import type { Catalog, RestorePoint, Unusable } from './catalog.js';
@@ -52,12 +51,6 @@ export interface RetentionDecision {
   readonly chains: readonly string[];
   /** QEMU bitmaps of removed backups that nothing kept reads: for the next backup to remove from QEMU. */
   readonly staleBitmaps: readonly string[];
-}
-
-/** The rules in words: "keep last 3, daily 7, weekly 4" (monthly when set). */
-export function keepText(r: KeepRules): string {
-  const monthly = r.keepMonthly > 0 ? `, monthly ${r.keepMonthly}` : '';
-  return `keep last ${r.keepLast}, daily ${r.keepDaily}, weekly ${r.keepWeekly}${monthly}`;
 }
 
 /** The ISO 8601 week of `d` (UTC), as "2026-W49": the week's Thursday names the year. */
@@ -119,7 +112,9 @@ export function decideRetention(catalog: Catalog, rules: KeepRules, opts: { read
     );
   const newestFirst = [...catalog.points].reverse();
   const reasons = keptWithReasons(newestFirst, rules);
-  if (newestFirst.length > 0) ok(reasons.has(newestFirst[0]!.manifest.id), 'the newest restore point is kept');
+  // An invariant of keptWithReasons, checked: a prune that removed the newest point would lose the chain's head.
+  if (newestFirst.length > 0 && !reasons.has(newestFirst[0]!.manifest.id))
+    throw new Error('retention: the newest restore point must be kept');
   const unusable = [...catalog.unusable]
     .sort((a, b) => b.time.getTime() - a.time.getTime() || b.id.localeCompare(a.id))
     .map((u) => unusableVerdict(u, opts.now));

@@ -16,7 +16,7 @@ import type {
 import { snapshotRepository } from '../config/types.js';
 import { loadConnector } from '../guest/connect.js';
 import { loadProvider, planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
-import { describePrune, type PlannedPrune } from './prune.js';
+import type { PlannedPrune } from './prune.js';
 
 /** A process a step runs (hook, backup, verify, notify), its argv resolved for this run. */
 export interface PlannedProcess {
@@ -207,6 +207,19 @@ export async function loadGuestKinds(
   await Promise.all([...[...connectors].map(loadConnector), ...[...providers].map(loadProvider)]);
 }
 
+/**
+ * The rules a planned prune applies, in words (for `quiesce plan`). Here, not
+ * in prune.ts: a command that only plans or freezes loads none of the
+ * repository's modules.
+ */
+function describePrune(p: PlannedPrune): string {
+  const monthly = p.keepMonthly > 0 ? `, monthly ${p.keepMonthly}` : '';
+  const rules = `keep last ${p.keepLast}, daily ${p.keepDaily}, weekly ${p.keepWeekly}${monthly}`;
+  return p.repository === undefined
+    ? `prune ${p.dir}/${p.match}: ${rules}`
+    : `prune restore points in ${p.repository}: ${rules}; a kept point keeps its parents`;
+}
+
 /** The plan as readable lines (for `quiesce plan`). */
 export async function formatPlan(p: Plan): Promise<string> {
   const ms = (n: number) => (n % 1000 === 0 ? `${n / 1000}s` : `${n}ms`);
@@ -231,7 +244,7 @@ export async function formatPlan(p: Plan): Promise<string> {
       line('preflight: freeze commands enabled, status thawed, mountpoints exist');
       const provider = await snapshotProvider(g.snapshot);
       const around = provider.planSteps?.() ?? {};
-      if (around.beforeFreeze) line(around.beforeFreeze);
+      if (around.beforeFreeze) line(`${around.beforeFreeze}; alongside the preflight`);
       for (const h of g.preHooks) line(`pre-hook: ${argv(h.argv)} (timeout ${ms(h.timeoutMs)})`);
       line(
         `freeze ${g.freeze === 'all' ? 'all filesystems' : g.freeze.join(', ')} (timeout ${ms(g.timeouts.freezeMs)}) — budget ${ms(p.budgetMs)} starts`,

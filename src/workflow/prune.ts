@@ -4,7 +4,7 @@ import type { KeepRules } from '../config/types.js';
 import type { Log } from '../log/logger.js';
 import { formatBytes } from '../repository/list.js';
 import { pruneRepository, type RepositoryPrune } from '../repository/prune.js';
-import { keepText, selectByRules } from '../repository/retention.js';
+import { selectByRules } from '../repository/retention.js';
 import type { CheckpointHome } from '../snapshot/libvirt/prune.js';
 
 /**
@@ -100,13 +100,6 @@ async function pruneFiles(
   opts.log({ kind: 'prune', guest, kept: d.keep.length, removed: d.remove, dryRun: opts.dryRun });
   if (!opts.dryRun) for (const name of d.remove) await unlink(join(p.dir, name));
   return { kind: 'files', guest, dir: p.dir, dryRun: opts.dryRun, ...d };
-}
-
-/** The rules a planned prune applies, in words (for `quiesce plan`). */
-export function describePrune(p: PlannedPrune): string {
-  return p.repository === undefined
-    ? `prune ${p.dir}/${p.match}: ${keepText(p)}`
-    : `prune restore points in ${p.repository}: ${keepText(p)}; a kept point keeps its parents`;
 }
 
 /** A prune's result as lines for a person: what is kept and why, what is (or would be) removed. */
