@@ -9,6 +9,7 @@ import { version } from '../version.js';
 
 // Commander, the version and the exit table load with the CLI; every subcommand's modules load when it runs.
 const runModule = () => import('./run.js');
+const pruneModule = () => import('./prune.js');
 const freezeModule = () => import('./freeze.js');
 const inspectModule = () => import('./inspect.js');
 const demoModule = () => import('./demo.js');
@@ -84,9 +85,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     )
     .option('--dry-run', 'list what would be kept and removed, remove nothing')
     .action(async (job: string | undefined, o: { dryRun?: boolean }, cmd: Command) => {
-      const run = await loadCommand(runModule);
-      const ctx = ctxOf(run, cmd);
-      code = await run.impl.pruneJob(ctx, await ctx.loadConfig(), job, o.dryRun === true);
+      const pruner = await loadCommand(pruneModule);
+      const ctx = ctxOf(pruner, cmd);
+      code = await pruner.impl.pruneJob(ctx, await ctx.loadConfig(), job, o.dryRun === true);
     });
 
   program

@@ -6,7 +6,6 @@ import { freezeGuard } from './freeze-guard.js';
 import { defaultAgentFactory, GuestRun, type AgentFactory } from './guest-run.js';
 import { Journal } from './journal.js';
 import type { Plan, UnitPlan } from './plan.js';
-import { prune } from './prune.js';
 import type { GuestResult, RecoveryResult, RunReport, UnitResult } from './results.js';
 import type { SignalGuard } from './signals.js';
 
@@ -206,7 +205,11 @@ async function postSteps(r: GuestRun, log: Log, signals: SignalGuard, stop: Abor
   if (g.prune)
     steps.push([
       'prune',
-      async () => void (await r.step('prune', () => prune(g.name, g.prune!, { log, dryRun: false }))),
+      // Loaded here, like verify/: a run whose guests keep no rules never loads the repository's modules.
+      async () =>
+        void (await r.step('prune', async () =>
+          (await import('./prune.js')).prune(g.name, g.prune!, { log, dryRun: false }),
+        )),
     ]);
   for (const [i, h] of g.postHooks.entries())
     steps.push([`post-hook ${i + 1}`, () => r.processStep(`post-hook ${i + 1}`, h, stop)]);

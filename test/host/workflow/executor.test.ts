@@ -2,7 +2,7 @@
 // layer (real agents, real loop mounts) is engine-faults.test.ts.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig } from '../../../src/config/load.js';
@@ -114,6 +114,23 @@ test('a healthy guest: frozen, snapshotted, thawed with matching counts, exit 0,
   );
   assert.deepEqual(journalFiles, []);
   assert.ok(agent.closed);
+});
+
+test("a guest's prune rules run after the thaw: the oldest backup files go, the step is reported", async () => {
+  const backups = join(dir, `backups-${n + 1}`);
+  mkdirSync(backups);
+  const names = ['g-1.img', 'g-2.img', 'g-3.img'];
+  names.forEach((name, i) => {
+    writeFileSync(join(backups, name), '');
+    const t = new Date(Date.now() - (3 - i) * 86_400_000);
+    utimesSync(join(backups, name), t, t);
+  });
+  const { report, g } = await run({ prune: { dir: backups, match: 'g-*.img', keepLast: 1 } }, healthy());
+  assert.equal(report.exitCode, EXIT.OK, JSON.stringify(g.errors));
+  const steps = g.steps.map((s) => s.name);
+  assert.ok(steps.indexOf('prune') > steps.indexOf('thaw'), steps.join(' '));
+  assert.equal(g.steps.find((s) => s.name === 'prune')?.ok, true);
+  assert.deepEqual(readdirSync(backups), ['g-3.img']);
 });
 
 test('the agent froze 1 of the 2 filesystems asked for: exit 3 (incomplete freeze), the thaw proven', async () => {
