@@ -2,16 +2,27 @@ import { fillArgv, fillExcept, fillPlaceholders, type PlaceholderValues } from '
 import type { SnapshotConfig, Timeouts } from '../config/types.js';
 import type { PlannedSnapshot, SnapshotProvider } from './types.js';
 
-/** Each provider's modules, imported on first use: a run loads only the providers its guests use. */
+/**
+ * Each provider mode is a provider of its own, in its own file, imported on
+ * first use: a run loads only the modes its guests use. `qmp`: block jobs
+ * (backup.ts) or external overlays (overlay.ts) through QEMU's monitor.
+ * `libvirt`: a push backup job (backup.ts) or an external disk-only snapshot
+ * merged back after the run's steps (overlay.ts, commit.ts), through
+ * libvirt's RPC protocol on the connection the guest's libvirt connector shares.
+ */
 const modules = {
   command: () => import('./command.js'),
-  qmp: () => import('./qmp/index.js'),
-  libvirt: () => import('./libvirt/index.js'),
+  qmp: { backup: () => import('./qmp/backup.js'), snapshot: () => import('./qmp/overlay.js') },
+  libvirt: { backup: () => import('./libvirt/backup.js'), snapshot: () => import('./libvirt/overlay.js') },
 } as const;
 
-/** Loads one provider's modules (workflow/plan.ts's loadGuestKinds, before any window opens). */
-export function loadProvider(kind: PlannedSnapshot['provider']): Promise<unknown> {
-  return modules[kind]();
+/** What names a provider's module: its kind, and its mode where it has modes. */
+export type ProviderKind =
+  { readonly provider: 'command' } | { readonly provider: 'qmp' | 'libvirt'; readonly mode: 'backup' | 'snapshot' };
+
+/** Loads one provider mode's modules (workflow/plan.ts's loadGuestKinds, before any window opens). */
+export function loadProvider(k: ProviderKind): Promise<unknown> {
+  return k.provider === 'command' ? modules.command() : modules[k.provider][k.mode]();
 }
 
 /** The provider for a planned snapshot (a fresh instance per guest run: providers keep state between steps). */
@@ -20,9 +31,13 @@ export async function snapshotProvider(s: PlannedSnapshot): Promise<SnapshotProv
     case 'command':
       return (await modules.command()).commandProvider(s);
     case 'qmp':
-      return (await modules.qmp()).qmpProvider(s);
+      return s.mode === 'backup'
+        ? (await modules.qmp.backup()).backupProvider(s)
+        : (await modules.qmp.snapshot()).overlayProvider(s);
     case 'libvirt':
-      return (await modules.libvirt()).libvirtProvider(s);
+      return s.mode === 'backup'
+        ? (await modules.libvirt.backup()).backupProvider(s)
+        : (await modules.libvirt.snapshot()).overlayProvider(s);
   }
 }
 

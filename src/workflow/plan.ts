@@ -15,7 +15,13 @@ import type {
 } from '../config/types.js';
 import { snapshotRepository } from '../config/types.js';
 import { loadConnector } from '../guest/connect.js';
-import { loadProvider, planSnapshot, snapshotProvider, type PlannedSnapshot } from '../snapshot/index.js';
+import {
+  loadProvider,
+  planSnapshot,
+  snapshotProvider,
+  type PlannedSnapshot,
+  type ProviderKind,
+} from '../snapshot/index.js';
 import type { PlannedPrune } from './prune.js';
 
 /** A process a step runs (hook, backup, verify, notify), its argv resolved for this run. */
@@ -199,12 +205,17 @@ function planPrune(guest: string, p: PruneConfig, snapshot: PlannedSnapshot, val
 export async function loadGuestKinds(
   guests: readonly {
     readonly connector: ConnectorSpec;
-    readonly snapshot: { readonly provider: PlannedSnapshot['provider'] };
+    readonly snapshot: ProviderKind;
   }[],
 ): Promise<void> {
   const connectors = new Set(guests.map((g) => g.connector.kind));
-  const providers = new Set(guests.map((g) => g.snapshot.provider));
-  await Promise.all([...[...connectors].map(loadConnector), ...[...providers].map(loadProvider)]);
+  const providers = new Map(
+    guests.map((g) => [
+      g.snapshot.provider === 'command' ? 'command' : `${g.snapshot.provider} ${g.snapshot.mode}`,
+      g.snapshot,
+    ]),
+  );
+  await Promise.all([...[...connectors].map(loadConnector), ...[...providers.values()].map(loadProvider)]);
 }
 
 /**
