@@ -15,7 +15,7 @@ import type {
 import { LibvirtChain } from './chain.js';
 import { backupXml, type PickedDisk } from './domain-xml.js';
 import { holdCopies, releaseCopies } from './hold.js';
-import { createImage } from './image.js';
+import { createImage, type ImageSpec } from './image.js';
 import { LibvirtSession, warner } from './session.js';
 
 /** While waiting for the job-completed event, how often the job is also polled (a reconnect loses events). */
@@ -143,10 +143,17 @@ class LibvirtBackup implements SnapshotProvider {
   private async createTarget(session: LibvirtSession, p: PickedDisk): Promise<void> {
     const backing = this.chain?.backing(p.disk.name);
     // 16 KiB clusters keep a small incremental's qcow2 skeleton small.
-    const qcow2Options = this.chain
-      ? ['-o', 'cluster_size=16k', ...(backing ? ['-b', backing, '-F', 'qcow2'] : [])]
-      : [];
-    await createImage(session, p, { format: this.s.format, qcow2Options }, () => {
+    const spec: ImageSpec =
+      this.s.format === 'raw'
+        ? { format: 'raw' }
+        : this.chain
+          ? {
+              format: 'qcow2',
+              clusterBits: 14,
+              ...(backing ? { backing: { file: backing, format: 'qcow2', mustExist: true } } : {}),
+            }
+          : { format: 'qcow2' };
+    await createImage(session, p, spec, () => {
       this.created = true;
     });
   }

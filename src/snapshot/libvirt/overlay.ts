@@ -5,7 +5,7 @@ import type { Log } from '../../log/logger.js';
 import type { PlannedLibvirtSnapshot, SnapshotContext, SnapshotProvider, SnapshotTaken } from '../types.js';
 import { merge, recoveryHint } from './commit.js';
 import { snapshotXml, type DomainDisk } from './domain-xml.js';
-import { createImage } from './image.js';
+import { createImage, type ImageSpec } from './image.js';
 import { LibvirtSession, warner } from './session.js';
 
 /**
@@ -33,13 +33,14 @@ export function snapshotFlags(commit: boolean, reuse: boolean): number {
 }
 
 /**
- * The qemu-img options of an overlay on `disk`: its active image as backing
- * file, not opened (-u: QEMU holds it, and the size is given). Undefined where
- * the backing is not a path here (a network disk): libvirt makes that overlay.
+ * The image of an overlay on `disk`: a qcow2 with the disk's active image as
+ * backing file (not opened: QEMU holds it, and the size is libvirt's).
+ * Undefined where the backing is not a path here (a network disk): libvirt
+ * makes that overlay.
  */
-export function overlayOptions(disk: DomainDisk): string[] | undefined {
+export function overlayImage(disk: DomainDisk): ImageSpec | undefined {
   if ((disk.type !== 'file' && disk.type !== 'block') || !disk.source || !disk.format) return undefined;
-  return ['-u', '-b', disk.source, '-F', disk.format];
+  return { format: 'qcow2', backing: { file: disk.source, format: disk.format } };
 }
 
 /**
@@ -106,10 +107,10 @@ class LibvirtOverlay implements SnapshotProvider {
    * them.
    */
   private async createOverlays(session: LibvirtSession): Promise<boolean> {
-    const options = session.picked.map((p) => overlayOptions(p.disk));
-    if (!session.local || options.some((o) => o === undefined)) return false;
+    const images = session.picked.map((p) => overlayImage(p.disk));
+    if (!session.local || images.some((o) => o === undefined)) return false;
     for (const [i, p] of session.picked.entries())
-      await createImage(session, p, { format: 'qcow2', qcow2Options: options[i]! }, () => {
+      await createImage(session, p, images[i]!, () => {
         this.created = true;
       });
     return true;

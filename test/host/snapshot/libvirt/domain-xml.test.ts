@@ -12,7 +12,7 @@ import {
   withoutParent,
 } from '../../../../src/snapshot/libvirt/domain-xml.js';
 import { pickDisks } from '../../../../src/snapshot/libvirt/session.js';
-import { overlayOptions, snapshotFlags } from '../../../../src/snapshot/libvirt/overlay.js';
+import { overlayImage, snapshotFlags } from '../../../../src/snapshot/libvirt/overlay.js';
 import { SnapshotCreateFlags } from '../../../../src/libvirt/protocol.js';
 
 const DOMAIN = `<domain type='kvm' id='3'>
@@ -108,15 +108,18 @@ test('snapshot flags: disk-only and atomic always, no metadata only when the ove
   for (const c of [true, false]) for (const r of [true, false]) assert.equal(snapshotFlags(c, r) & F.QUIESCE, 0);
 });
 
-test('overlayOptions: the active image as backing file with its format, not opened; none for a network disk', () => {
+test('overlayImage: a qcow2 over the active image, with its format; none for a network disk', () => {
   const [vda, vdb] = parseDisks(DOMAIN);
-  assert.deepEqual(overlayOptions(vda!), ['-u', '-b', '/var/lib/libvirt/images/top.qcow2', '-F', 'qcow2']);
-  assert.deepEqual(overlayOptions(vdb!), ['-u', '-b', "/dev/vg0/it's", '-F', 'raw']);
+  assert.deepEqual(overlayImage(vda!), {
+    format: 'qcow2',
+    backing: { file: '/var/lib/libvirt/images/top.qcow2', format: 'qcow2' },
+  });
+  assert.deepEqual(overlayImage(vdb!), { format: 'qcow2', backing: { file: "/dev/vg0/it's", format: 'raw' } });
   const [net] = parseDisks(
     `<domain><devices><disk type='network' device='disk'><driver name='qemu' type='raw'/><source protocol='rbd' name='pool/img'/><target dev='vdc'/></disk></devices></domain>`,
   );
   assert.equal(net!.type, 'network');
-  assert.equal(overlayOptions(net!), undefined);
+  assert.equal(overlayImage(net!), undefined);
 });
 
 const CHAIN_DOMAIN = `<domain><devices>
