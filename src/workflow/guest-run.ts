@@ -72,34 +72,27 @@ export class GuestRun {
     return this.ranHooks;
   }
 
-  /**
-   * Times a step into the result; returns its value or rethrows. Steps are
-   * listed in the order they started (the preflight and the provider's
-   * set-up run side by side).
-   */
+  /** Times a step into the result; returns its value or rethrows. */
   async step<T>(name: string, fn: () => Promise<T>): Promise<T> {
     const startedAt = new Date().toISOString();
     const t0 = performance.now();
-    const slot = this.result.steps.push({ name, ok: false, startedAt, durationMs: 0 }) - 1;
     this.log({ kind: 'step-start', guest: this.plan.name, step: name });
     try {
       const v = await fn();
       const durationMs = Math.round(performance.now() - t0);
-      this.result.steps[slot] = { name, ok: true, startedAt, durationMs };
+      this.result.steps.push({ name, ok: true, startedAt, durationMs });
       this.log({ kind: 'step-end', guest: this.plan.name, step: name, durationMs, ok: true });
       return v;
     } catch (err) {
-      this.recordStep(name, startedAt, performance.now() - t0, err, slot);
+      this.recordStep(name, startedAt, performance.now() - t0, err);
       throw err;
     }
   }
 
-  private recordStep(name: string, startedAt: string, ms: number, err: unknown, slot?: number): void {
+  private recordStep(name: string, startedAt: string, ms: number, err: unknown): void {
     const durationMs = Math.round(ms);
     const error = (err as Error).message;
-    const record = { name, ok: false, startedAt, durationMs, error };
-    if (slot === undefined) this.result.steps.push(record);
-    else this.result.steps[slot] = record;
+    this.result.steps.push({ name, ok: false, startedAt, durationMs, error });
     this.addError(errorCode(err), `${name}: ${error}`, name);
     this.log({ kind: 'step-end', guest: this.plan.name, step: name, durationMs, ok: false, error });
   }
@@ -262,22 +255,15 @@ export class GuestRun {
       this.agent = await this.factory(g, this.log);
       await this.agent.execute('guest-ping', undefined, { timeoutMs: g.timeouts.connectMs });
     });
-    // The provider's set-up (a QMP or libvirt connection, target files, overlays) runs alongside the
-    // preflight: neither needs the other, and both fail the guest before hooks or a freeze. What a set-up
-    // made for a run that fails here, dispose() removes (close()).
-    const provider = (this.provider = await snapshotProvider(g.snapshot));
-    const prepare = provider.prepare?.bind(provider);
-    const checked = this.step('preflight', async () => {
+    await this.step('preflight', async () => {
       const found = await preflight(this.agent!, { guest: g.name, freeze: g.freeze, timeoutMs: g.timeouts.commandMs });
       this.caps = found.caps;
       if (found.problems[0]) throw found.problems[0];
     });
-    const prepared = prepare
-      ? this.step('snapshot-prepare', () => prepare({ guest: g.name, log: this.log }))
-      : undefined;
-    const [check, setUp] = await Promise.allSettled([checked, prepared]);
-    if (check.status === 'rejected') throw check.reason;
-    if (setUp.status === 'rejected') throw setUp.reason;
+    // The provider's set-up (a QMP connection, target files) fails here, before hooks or a freeze.
+    const provider = (this.provider = await snapshotProvider(g.snapshot));
+    const prepare = provider.prepare?.bind(provider);
+    if (prepare) await this.step('snapshot-prepare', () => prepare({ guest: g.name, log: this.log }));
     for (const [i, h] of g.preHooks.entries()) await this.processStep(`pre-hook ${i + 1}`, h, signal);
     this.ranHooks = g.preHooks.length > 0;
   }

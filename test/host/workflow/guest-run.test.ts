@@ -205,50 +205,6 @@ describe('steps', () => {
   });
 });
 
-describe("the provider's set-up runs alongside the preflight", () => {
-  // A QMP provider whose socket does not exist: its prepare fails at once, while the preflight waits.
-  const qmpGuest = () => ({
-    snapshot: {
-      provider: 'qmp',
-      socket: scratch.path(`no-qmp-${++n}.sock`),
-      target: scratch.path('{guest}-{disk}.img'),
-    },
-  });
-  const ends = (s: { startedAt: string; durationMs: number }) => Date.parse(s.startedAt) + s.durationMs;
-
-  test('it starts before the preflight ends; steps are listed in the order they started', async (t) => {
-    const { run } = rig(t, { guest: qmpGuest(), delays: { 'guest-fsfreeze-status': 300 } });
-    await assert.rejects(run.connectAndCheck(), /qmp|QMP|connect/i);
-    assert.deepEqual(
-      run.result.steps.map((s) => [s.name, s.ok]),
-      [
-        ['connect', true],
-        ['preflight', true],
-        ['snapshot-prepare', false],
-      ],
-    );
-    const [, preflight, prepare] = run.result.steps;
-    // The set-up failed while the preflight still waited 300 ms for its last reply.
-    assert.ok(ends(prepare!) < ends(preflight!) - 100, JSON.stringify(run.result.steps));
-    assert.equal(run.result.errors.length, 1);
-    assert.match(run.result.errors[0]!.message, /^snapshot-prepare: /);
-  });
-
-  test("both fail: the preflight's error is the one thrown; both are recorded", async (t) => {
-    const { run } = rig(t, { guest: qmpGuest(), script: { 'guest-fsfreeze-status': [{ reply: 'frozen' }] } });
-    await assert.rejects(run.connectAndCheck(), /already frozen/);
-    assert.deepEqual(
-      run.result.steps.map((s) => [s.name, s.ok]),
-      [
-        ['connect', true],
-        ['preflight', false],
-        ['snapshot-prepare', false],
-      ],
-    );
-    assert.deepEqual(run.result.errors.map((e) => e.step).sort(), ['preflight', 'snapshot-prepare']);
-  });
-});
-
 describe('the channel lock and close()', () => {
   test('a second run of the same guest is refused with LOCKED while the first holds the lock', async (t) => {
     const { run, make, created } = rig(t);
