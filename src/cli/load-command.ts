@@ -63,7 +63,7 @@ export async function compiledEagerly<T>(load: () => Promise<T>): Promise<T> {
  * Node's own modules that the eagerly compiled ones import, loaded before the
  * flag is set: under --no-lazy Node's built-in code cache no longer matches
  * V8's flags, and each built-in loaded then is compiled from source, every
- * function of it (about twice the time). An ES import of a built-in also
+ * function of it (docs/benchmarks.md, Start-up). An ES import of a built-in also
  * evaluates its lazy exports (node:net's BlockList, node:util's parseArgs):
  * imported here the same way. A built-in missing from this list still loads,
  * only slower.

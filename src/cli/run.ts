@@ -71,7 +71,12 @@ export async function runJob(
   const now = new Date();
   const p = plan(config, job, { runId: newRunId(now), now });
   // Compiled whole before any window; a no-op when loadConfig({ frozenWindow }) loaded them (not for --demo).
-  await compiledEagerly(() => loadGuestKinds(p.units.flatMap((u) => u.guests)));
+  // The prune step's modules too, where a guest prunes: with several units, one unit's prune runs while
+  // another is frozen.
+  const guests = p.units.flatMap((u) => u.guests);
+  await compiledEagerly(() =>
+    Promise.all([loadGuestKinds(guests), guests.some((g) => g.prune) ? import('../workflow/prune.js') : undefined]),
+  );
   const lock = await acquireLock(`job:${config.stateDir}:${job}`, {
     waitMs: opts.waitMs ?? config.lockWaitMs,
     what: `job ${job}`,

@@ -205,7 +205,8 @@ async function postSteps(r: GuestRun, log: Log, signals: SignalGuard, stop: Abor
   if (g.prune)
     steps.push([
       'prune',
-      // Loaded here, like verify/: a run whose guests keep no rules never loads the repository's modules.
+      // Imported here (cli/run.ts loads it before any window when a guest prunes): a run whose guests keep
+      // no rules never loads the repository's modules.
       async () =>
         void (await r.step('prune', async () =>
           (await import('./prune.js')).prune(g.name, g.prune!, { log, dryRun: false }),

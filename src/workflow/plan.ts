@@ -208,14 +208,11 @@ export async function loadGuestKinds(
     readonly snapshot: ProviderKind;
   }[],
 ): Promise<void> {
-  const connectors = new Set(guests.map((g) => g.connector.kind));
-  const providers = new Map(
-    guests.map((g) => [
-      g.snapshot.provider === 'command' ? 'command' : `${g.snapshot.provider} ${g.snapshot.mode}`,
-      g.snapshot,
-    ]),
-  );
-  await Promise.all([...[...connectors].map(loadConnector), ...[...providers.values()].map(loadProvider)]);
+  // A module imported again is the one already loaded.
+  await Promise.all([
+    ...guests.map((g) => loadConnector(g.connector.kind)),
+    ...guests.map((g) => loadProvider(g.snapshot)),
+  ]);
 }
 
 /**

@@ -146,13 +146,11 @@ class LibvirtBackup implements SnapshotProvider {
     const spec: ImageSpec =
       this.s.format === 'raw'
         ? { format: 'raw' }
-        : this.chain
-          ? {
-              format: 'qcow2',
-              clusterBits: 14,
-              ...(backing ? { backing: { file: backing, format: 'qcow2', mustExist: true } } : {}),
-            }
-          : { format: 'qcow2' };
+        : {
+            format: 'qcow2',
+            ...(this.chain ? { clusterBits: 14 } : {}),
+            ...(backing ? { backing: { file: backing, format: 'qcow2', mustExist: true } } : {}),
+          };
     await createImage(session, p, spec, () => {
       this.created = true;
     });
