@@ -1,19 +1,13 @@
-// Runs every test/**/*.test.ts with node:test (through tsx). Arguments narrow the run to paths containing them.
+// Runs every test/**/*.test.ts with node:test (through tsx), one file at a time (scripts/test-files.mjs).
+// Arguments narrow the run to paths containing them.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-
-function find(dir) {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? find(join(dir, e.name)) : e.name.endsWith('.test.ts') ? [join(dir, e.name)] : [],
-  );
-}
+import { findTestFiles, runTestFiles } from './test-files.mjs';
 
 const filters = process.argv.slice(2);
-const files = find('test')
-  .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)))
-  .sort();
+const files = findTestFiles('test').filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
 if (files.length === 0) {
   console.error('no test files match');
   process.exit(1);
@@ -26,14 +20,7 @@ const runDir = mkdtempSync(join(tmpdir(), 'quiesce-tests-'));
 const env = { ...process.env, QUIESCE_TEST_DAEMONS_FILE: join(runDir, 'libvirt-daemons.json') };
 let status = 1;
 try {
-  // --test-force-exit: a file whose tests have all ended exits even if a leaked handle (a socket nobody
-  // closed) would keep it alive; otherwise one such leak hangs the whole run until CI's limit.
-  const r = spawnSync(
-    process.execPath,
-    ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-force-exit', ...files],
-    { stdio: 'inherit', env },
-  );
-  status = r.status ?? 1;
+  status = await runTestFiles(files, { env });
   const stop = spawnSync(
     process.execPath,
     [

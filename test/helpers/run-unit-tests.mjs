@@ -4,9 +4,7 @@
 // Unlike scripts/run-tests.mjs this starts no libvirtd, so it stops none either (that script stops
 // the daemons recorded in a host-wide file, which may belong to another run going on meanwhile).
 // Extra arguments narrow the run further to paths containing one of them.
-import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { findTestFiles, runTestFiles } from '../../scripts/test-files.mjs';
 
 /** Path prefixes of the unit tests. Left out, and why (they run in `npm test`): */
 // test/agent/commands/* but system.test.ts: real agents, qemu-ga differentials, loop mounts, namespaces
@@ -74,19 +72,13 @@ export const UNIT_TESTS = [
   'test/host/workflow/recover.test.ts',
   'test/host/workflow/signals.test.ts',
   'test/host/workflow/thaw.test.ts',
+  'test/scripts/',
 ];
 
-function find(dir) {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? find(join(dir, e.name)) : e.name.endsWith('.test.ts') ? [join(dir, e.name)] : [],
-  );
-}
-
 const filters = process.argv.slice(2);
-const files = find('test')
+const files = findTestFiles('test')
   .filter((f) => UNIT_TESTS.some((p) => f.startsWith(p)))
-  .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)))
-  .sort();
+  .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
 const unmatched = UNIT_TESTS.filter((p) => !files.some((f) => f.startsWith(p)) && filters.length === 0);
 if (unmatched.length) {
   // A listed test that is gone would otherwise vanish from the run without a word.
@@ -97,7 +89,4 @@ if (files.length === 0) {
   console.error('no unit test files match');
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
-  stdio: 'inherit',
-});
-process.exit(r.status ?? 1);
+process.exit(await runTestFiles(files));
