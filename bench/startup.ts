@@ -30,9 +30,9 @@
  * BENCH_COMPARE: another build's bin.js, measured alongside (e.g. a copy of dist/ from before a change).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   createLoopMount,
@@ -47,6 +47,7 @@ import {
 const N = Number(process.env['BENCH_N'] ?? 20);
 // The installed command (package.json's bin: the bundle), else tsc's output.
 const BUNDLE = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
+const SAVE_CODE_CACHE = fileURLToPath(new URL('../scripts/save-code-cache.mjs', import.meta.url));
 const BIN =
   process.env['BENCH_BIN'] ??
   (existsSync(BUNDLE) ? BUNDLE : fileURLToPath(new URL('../dist/src/bin.js', import.meta.url)));
@@ -158,16 +159,25 @@ function runOnce(k: Case, record: boolean): void {
  * The warm-up's check: a real freeze under V8's --log-function-events, and the
  * compile events (parse, bytecode) logged between the first runs of the
  * freeze (`doFreeze`) and of the thaw (`thawAndProve`). Code first compiled
- * there lengthens the window.
+ * there lengthens the window. V8 takes a code cache only under the flags it
+ * was made with, and this one adds a flag: a bundle with a code cache
+ * (src/cli/loader.ts) is measured as a copy whose cache is made again under
+ * exactly these flags (scripts/save-code-cache.mjs), as the build makes it.
  */
 function compiledInWindow(bin: string, full: Full, dir: string): { events: number; ms: number } {
   const logfile = join(dir, 'v8.log');
+  const flags = ['--log-function-events', `--logfile=${logfile}`, '--no-logfile-per-isolate'];
+  if (existsSync(join(dirname(bin), 'quiesce.cache'))) {
+    const copy = mkdtempSync(join(dir, 'cli-'));
+    cpSync(dirname(bin), copy, { recursive: true });
+    const save = spawnSync(process.execPath, [...flags, SAVE_CODE_CACHE, copy], { encoding: 'utf8' });
+    if (save.status !== 0) throw new Error(`saving the copy's code cache failed: ${save.stderr}`);
+    bin = join(copy, 'bin.js');
+  }
   const [file, ...args] = [
     ...full.wrap,
     process.execPath,
-    '--log-function-events',
-    `--logfile=${logfile}`,
-    '--no-logfile-per-isolate',
+    ...flags,
     bin,
     'freeze',
     '--config',

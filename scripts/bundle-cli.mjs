@@ -1,10 +1,20 @@
-// Builds dist/cli/: the `quiesce` command as ES modules bundled by esbuild (package.json's bin points at
-// dist/cli/bin.js). Start-up is mostly module loading: one file per chunk instead of a few hundred modules
-// found and read one by one. Code splitting keeps the lazy loads of src/cli/load-command.ts: a subcommand's
-// chunk loads when it runs, and the freeze path's chunks load while V8 compiles eagerly (see there).
+// Builds dist/cli/: the installed `quiesce` command (package.json's bin points at dist/cli/bin.js).
+// - quiesce.js: the CLI in one CommonJS file bundled by esbuild, from src/cli/bundle.ts. A subcommand's
+//   modules are in it but run only when it runs (their import() stays lazy inside the bundle).
+// - cosmiconfig.js, execa.js, winston.js, zod.js: the large dependencies that a command loads only
+//   when it reads a config file, logs, or runs virsh (half of all the code): each its own file, read
+//   only then. They load with node's require, so cosmiconfig's import() of a .mjs config still works.
+// - quiesce.cache: V8's code for all of it (scripts/save-code-cache.mjs). The cache starts with the
+//   build's id, which is also the bundle's first line: a cache is only used with the bundle it was made
+//   from.
+// - bin.js: the loader (src/cli/loader.ts), which runs the bundle from that cache.
+// Start-up is mostly loading and compiling code (docs/benchmarks.md, Start-up): one file, read once,
+// with its code deserialised instead of compiled.
 // An optional output directory (default dist/cli) lets a benchmark build a copy elsewhere.
 import { build } from 'esbuild';
-import { chmodSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -26,27 +36,53 @@ const diagnosticsProductionBuild = {
 };
 const outdir = resolve(process.argv[2] ?? join(root, 'dist', 'cli'));
 rmSync(outdir, { recursive: true, force: true });
-await build({
-  entryPoints: [join(root, 'src', 'bin.ts')],
-  outdir,
-  bundle: true,
-  splitting: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'esm',
-  // The CommonJS dependencies (winston, cosmiconfig) call require(); an ES module has none of its own.
-  banner: {
-    js: "import { createRequire as __quiesceRequire } from 'node:module'; const require = __quiesceRequire(import.meta.url);",
+const id = randomBytes(8).toString('hex');
+const common = { bundle: true, platform: 'node', target: 'node20', format: 'cjs', logLevel: 'warning' };
+// Less to read and parse: no comments or indentation (some comments are not ASCII, which makes V8 hold a
+// whole file as two-byte text). Names stay, so stack traces name their functions; the linked source
+// maps give the original lines with NODE_OPTIONS=--enable-source-maps.
+const minified = { minifyWhitespace: true, minifySyntax: true, sourcemap: 'linked' };
+const VENDORED = ['cosmiconfig', 'execa', 'winston', 'zod'];
+const vendored = {
+  name: 'vendored',
+  setup(b) {
+    b.onResolve({ filter: new RegExp(`^(${VENDORED.join('|')})$`) }, (args) => ({
+      path: `./${args.path}.js`,
+      external: true,
+    }));
   },
-  // cosmiconfig requires typescript only to load a .ts config file: it stays a lookup at run time.
-  external: ['typescript'],
-  // Less to read and parse at every start: no comments or indentation (some comments are not ASCII, which
-  // makes V8 hold a whole file as two-byte text). Names stay, so stack traces name their functions; the
-  // linked source maps give the original lines with NODE_OPTIONS=--enable-source-maps.
-  minifyWhitespace: true,
-  minifySyntax: true,
-  sourcemap: 'linked',
-  plugins: [diagnosticsProductionBuild],
-  logLevel: 'warning',
+};
+await build({
+  ...common,
+  entryPoints: [join(root, 'src', 'cli', 'bundle.ts')],
+  outfile: join(outdir, 'quiesce.js'),
+  // The ES modules' import.meta.url, for the two that locate files (version.ts, connectors/local.ts).
+  define: { 'import.meta.url': '__quiesceModuleUrl' },
+  banner: {
+    js: `// quiesce build ${id}\nconst __quiesceModuleUrl = require('node:url').pathToFileURL(__filename).href;`,
+  },
+  // import() of node's own modules becomes require(): a script run from a code cache (loader.ts) has no
+  // dynamic import without --experimental-vm-modules in Node 20.
+  supported: { 'dynamic-import': false },
+  ...minified,
+  plugins: [vendored],
 });
+for (const name of VENDORED)
+  await build({
+    ...common,
+    ...minified,
+    stdin: { contents: `module.exports = require('${name}');`, resolveDir: root, sourcefile: `${name}.js` },
+    outfile: join(outdir, `${name}.js`),
+    // cosmiconfig requires typescript only to load a .ts config file: it stays a lookup at run time.
+    external: ['typescript'],
+    plugins: [diagnosticsProductionBuild],
+  });
+await build({ ...common, entryPoints: [join(root, 'src', 'cli', 'loader.ts')], outfile: join(outdir, 'bin.js') });
+// package.json says "type": "module"; these files are CommonJS.
+writeFileSync(join(outdir, 'package.json'), '{ "type": "commonjs" }\n');
 chmodSync(join(outdir, 'bin.js'), 0o755);
+
+const r = spawnSync(process.execPath, [join(root, 'scripts', 'save-code-cache.mjs'), outdir], {
+  stdio: 'inherit',
+});
+if (r.status !== 0) throw new Error(`saving the code cache failed (status ${r.status ?? r.signal})`);

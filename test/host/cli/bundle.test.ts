@@ -1,10 +1,11 @@
 // The installed command is the esbuild bundle (package.json's bin: dist/cli/bin.js, scripts/bundle-cli.mjs),
-// while the other CLI tests run tsc's dist/src/bin.js: the bundle must load every lazy part the same way.
+// run from its code cache, while the other CLI tests run tsc's dist/src/bin.js: the bundle must load every
+// lazy part the same way.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,20 +49,81 @@ describe(
     before(() => (dir = mkdtempSync(join(tmpdir(), 'bundle-'))));
     after(() => rmSync(dir, { recursive: true, force: true }));
 
-    test("the chunks are ASCII, with source maps, and winston's tracing is its production build", () => {
+    test("the files are ASCII, with source maps, and winston's tracing is its production build", () => {
       const files = readdirSync(join(ROOT, 'dist', 'cli'));
-      const chunks = files.filter((f) => f.endsWith('.js'));
-      assert.ok(chunks.length > 10, `${chunks.length} chunks`);
-      for (const f of chunks) {
-        // A non-ASCII byte anywhere makes V8 hold the whole file as two-byte text.
+      const code = files.filter((f) => f.endsWith('.js'));
+      assert.deepEqual(code.sort(), ['bin.js', 'cosmiconfig.js', 'execa.js', 'quiesce.js', 'winston.js', 'zod.js']);
+      for (const f of code) {
+        // A non-ASCII byte anywhere makes V8 hold the whole file as two-byte text (and loader.ts reads
+        // quiesce.js as latin1).
         const at = readFileSync(join(ROOT, 'dist', 'cli', f)).findIndex((b) => b > 0x7f);
         assert.equal(at, -1, `${f} has a non-ASCII byte at ${at}`);
-        assert.ok(files.includes(`${f}.map`), `${f} has no source map`);
+        if (f !== 'bin.js') assert.ok(files.includes(`${f}.map`), `${f} has no source map`);
       }
       // @dabh/diagnostics' development build loads a colour library (colorspace) at every start.
-      const all = chunks.map((f) => readFileSync(join(ROOT, 'dist', 'cli', f), 'latin1')).join('\n');
-      assert.doesNotMatch(all, /colorspace/);
-      assert.match(all, /winston/);
+      const winston = readFileSync(join(ROOT, 'dist', 'cli', 'winston.js'), 'latin1');
+      assert.doesNotMatch(winston, /colorspace/);
+      assert.match(winston, /winston/);
+      // The large dependencies are not in the file every command reads: it requires their own files.
+      const bundle = readFileSync(join(ROOT, 'dist', 'cli', 'quiesce.js'), 'latin1');
+      for (const name of ['cosmiconfig', 'execa', 'winston', 'zod'])
+        assert.ok(bundle.includes(`require("./${name}.js")`), name);
+      assert.doesNotMatch(bundle, /"node_modules\/(cosmiconfig|js-yaml|winston|logform|zod|execa)\//);
+    });
+
+    /** Whether V8 took bin.js's code cache for the bundle in dir: false taken, true refused, undefined none. */
+    const cacheRefused = (cliDir: string) => {
+      const r = spawnSync(
+        process.execPath,
+        [
+          '-e',
+          `const l = require(${JSON.stringify(join(cliDir, 'bin.js'))});
+           process.stdout.write(String(l.compileBundle(l.bundleSource(), { useCache: true }).cachedDataRejected));`,
+        ],
+        { encoding: 'utf8' },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout;
+    };
+
+    test("V8 takes the build's code cache", () => {
+      assert.equal(cacheRefused(join(ROOT, 'dist', 'cli')), 'false');
+    });
+
+    test('a cache from another build, or none, is not used, and the command still runs', () => {
+      const copy = join(dir, 'cli');
+      cpSync(join(ROOT, 'dist', 'cli'), copy, { recursive: true });
+      const cache = readFileSync(join(copy, 'quiesce.cache'));
+      // Another build's id on the first line: the same length, so only the id tells them apart.
+      const other = Buffer.from(cache);
+      other[other.indexOf(10) - 1] = other[other.indexOf(10) - 1] === 0x30 ? 0x31 : 0x30;
+      writeFileSync(join(copy, 'quiesce.cache'), other);
+      assert.equal(cacheRefused(copy), 'undefined');
+      const version = spawnSync(process.execPath, [join(copy, 'bin.js'), '--version'], { encoding: 'utf8' });
+      assert.equal(version.status, 0, version.stderr);
+      rmSync(join(copy, 'quiesce.cache'));
+      assert.equal(cacheRefused(copy), 'undefined');
+      const freeze = spawnSync(process.execPath, [join(copy, 'bin.js'), 'freeze', '--local', '--', 'true'], {
+        encoding: 'utf8',
+      });
+      assert.equal(freeze.status, 2, freeze.stderr);
+      assert.match(freeze.stderr, /--local needs --mountpoint/);
+    });
+
+    test("with source maps on, node's own loader runs the bundle (it maps the traces of what it loads)", () => {
+      const run = (args: string[]) =>
+        spawnSync(process.execPath, [...args, BUNDLE, 'freeze', '--local', '--', 'true'], {
+          encoding: 'utf8',
+          env: { ...process.env, NODE_DEBUG: 'module' },
+        });
+      const loadsBundle = /: load "[^"]*dist\/cli\/quiesce\.js" for module/;
+      const mapped = run(['--enable-source-maps']);
+      assert.equal(mapped.status, 2, mapped.stderr);
+      assert.match(mapped.stderr, /--local needs --mountpoint/);
+      assert.match(mapped.stderr, loadsBundle);
+      const cached = run([]);
+      assert.equal(cached.status, 2, cached.stderr);
+      assert.doesNotMatch(cached.stderr, loadsBundle);
     });
 
     test('--version prints the package version', () => {
@@ -95,6 +157,27 @@ describe(
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /freeze \/data/);
       assert.match(r.stdout, /snapshot \(command\): true/);
+    });
+
+    test('plan loads an ES module config (cosmiconfig imports it)', () => {
+      const config = join(dir, 'quiesce.config.mjs');
+      writeFileSync(
+        config,
+        `export default ${JSON.stringify({
+          stateDir: join(dir, 'state'),
+          guests: {
+            b: {
+              connector: { type: 'socket', path: join(dir, 'b.sock') },
+              freeze: ['/srv'],
+              snapshot: { provider: 'command', argv: ['true'] },
+            },
+          },
+          jobs: { j: { guests: ['b'] } },
+        })};\n`,
+      );
+      const r = quiesce(['plan', '--config', config]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /freeze \/srv/);
     });
 
     test('a config error names the key and exits 2', () => {
