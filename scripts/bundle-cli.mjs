@@ -4,9 +4,9 @@
 // - cosmiconfig.js, execa.js, winston.js, zod.js: the large dependencies that a command loads only
 //   when it reads a config file, logs, or runs virsh (half of all the code): each its own file, read
 //   only then. They load with node's require, so cosmiconfig's import() of a .mjs config still works.
-// - quiesce.cache: V8's code for all of it (scripts/save-code-cache.mjs). The cache starts with the
-//   build's id, which is also the bundle's first line: a cache is only used with the bundle it was made
-//   from.
+// - quiesce.cache, execa.cache, winston.cache, zod.cache: V8's code for the bundle, all of it, and for
+//   what loading those dependencies runs (scripts/save-code-cache.mjs). Every file starts with the
+//   build's id, and so does each cache: a cache is only used with the file it was made from.
 // - bin.js: the loader (src/cli/loader.ts), which runs the bundle from that cache.
 // Start-up is mostly loading and compiling code (docs/benchmarks.md, Start-up): one file, read once,
 // with its code deserialised instead of compiled.
@@ -72,6 +72,7 @@ for (const name of VENDORED)
     ...common,
     ...minified,
     stdin: { contents: `module.exports = require('${name}');`, resolveDir: root, sourcefile: `${name}.js` },
+    banner: { js: `// quiesce build ${id}` },
     outfile: join(outdir, `${name}.js`),
     // cosmiconfig requires typescript only to load a .ts config file: it stays a lookup at run time.
     external: ['typescript'],

@@ -1,16 +1,32 @@
-// Saves V8's code for a built bundle (dist/cli/quiesce.js, or DIR/quiesce.js) in its quiesce.cache, the
-// bundle compiled whole as src/cli/loader.ts compiles it. Run by scripts/bundle-cli.mjs. V8 takes a cache
-// only under the node flags it was made with: bench/startup.ts makes its own copy's cache under the
-// flags it measures with.
+// Saves V8's code for a built command (dist/cli, or DIR) beside its files, compiled as src/cli/loader.ts
+// compiles them: quiesce.cache for the bundle, compiled whole, and NAME.cache for each dependency in
+// CACHED_DEPENDENCIES, holding what loading it ran. Run by scripts/bundle-cli.mjs. V8 takes a cache only
+// under the node flags it was made with: bench/startup.ts makes its own copy's caches under the flags it
+// measures with.
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const dir = resolve(process.argv[2] ?? fileURLToPath(new URL('../dist/cli', import.meta.url)));
-const { bundleSource, compileBundle, eagerly, CACHE } = createRequire(import.meta.url)(join(dir, 'bin.js'));
-const source = bundleSource();
-const script = compileBundle(source, { useCache: false });
-// The cache starts with the bundle's first line, which names its build.
-const firstLine = Buffer.from(source.slice(0, source.indexOf('\n') + 1), 'latin1');
-writeFileSync(CACHE, Buffer.concat([firstLine, eagerly(() => script.createCachedData())]));
+const loader = createRequire(import.meta.url)(join(dir, 'bin.js'));
+
+/** The cache starts with the file's first line, which names its build. */
+function save(name, source, data) {
+  const firstLine = Buffer.from(source.slice(0, source.indexOf('\n') + 1), 'latin1');
+  writeFileSync(join(dir, `${name}.cache`), Buffer.concat([firstLine, data]));
+}
+
+const bundle = loader.sourceOf(loader.BUNDLE);
+const script = loader.compile(loader.BUNDLE, bundle, { useCache: false });
+save(
+  loader.BUNDLE,
+  bundle,
+  loader.eagerly(() => script.createCachedData()),
+);
+for (const name of loader.CACHED_DEPENDENCIES) {
+  const source = loader.sourceOf(name);
+  const dependency = loader.compile(name, source, { useCache: false });
+  loader.run(name, dependency);
+  save(name, source, dependency.createCachedData());
+}

@@ -5,7 +5,8 @@
 // the build saved beside it (dist/cli/quiesce.cache, scripts/save-code-cache.mjs): deserialising it
 // takes a fraction of what compiling does. A cache from another build, or that this node's V8 refuses
 // (another node version, other V8 flags in NODE_OPTIONS), is not used: the bundle is then compiled whole
-// at every start, which is slower but runs the same (`npm run build` makes the cache again).
+// at every start, which is slower but runs the same (`npm run build` makes the cache again). Three of
+// its dependencies, files of their own, run from code caches of their own (CACHED_DEPENDENCIES).
 // With source maps on (NODE_OPTIONS=--enable-source-maps), node's own loader runs the bundle instead,
 // compiling functions as they first run: in Node 20 node maps the stack traces of what its loader
 // compiled, and not of a vm.Script.
@@ -16,8 +17,17 @@ import { setFlagsFromString } from 'node:v8';
 import { Script } from 'node:vm';
 import type * as Bundle from './bundle.js';
 
-export const BUNDLE = join(__dirname, 'quiesce.js');
-export const CACHE = join(__dirname, 'quiesce.cache');
+/** The files this loader runs from a code cache: the bundle, compiled whole, and three of its dependencies. */
+export const BUNDLE = 'quiesce';
+/**
+ * The dependencies with files of their own (scripts/bundle-cli.mjs) that run from a code cache like the
+ * bundle, compiled as node would compile them (a function when it first runs), the cache holding what
+ * their loading ran. cosmiconfig loads through node's require: it import()s a .mjs config file, which a
+ * vm.Script cannot do in Node 20.
+ */
+export const CACHED_DEPENDENCIES: readonly string[] = ['execa', 'winston', 'zod'];
+
+const fileOf = (name: string, ext: 'js' | 'cache'): string => join(__dirname, `${name}.${ext}`);
 
 /**
  * Runs fn with V8's --no-lazy: a script compiled meanwhile is compiled whole. A code cache is made and
@@ -32,14 +42,14 @@ export function eagerly<T>(fn: () => T): T {
   }
 }
 
-/** The bundle's source: ASCII only (scripts/bundle-cli.mjs), read as one-byte text with no decoding. */
-export const bundleSource = (): string => readFileSync(BUNDLE, 'latin1');
+/** A file's source: ASCII only (scripts/bundle-cli.mjs), read as one-byte text with no decoding. */
+export const sourceOf = (name: string): string => readFileSync(fileOf(name, 'js'), 'latin1');
 
-/** V8's code for source when the cache was made from it (their first lines name the build), else undefined. */
-function cachedCode(source: string): Buffer | undefined {
+/** V8's code for source when its cache was made from it (their first lines name the build), else undefined. */
+function cachedCode(name: string, source: string): Buffer | undefined {
   let cache: Buffer;
   try {
-    cache = readFileSync(CACHE);
+    cache = readFileSync(fileOf(name, 'cache'));
   } catch {
     return undefined;
   }
@@ -47,28 +57,41 @@ function cachedCode(source: string): Buffer | undefined {
   return end > 0 && source.startsWith(cache.subarray(0, end).toString('latin1')) ? cache.subarray(end) : undefined;
 }
 
-/** The bundle compiled whole, from the build's code cache when `useCache` and it matches. */
-export function compileBundle(source: string, o: { readonly useCache: boolean }): Script {
-  const cachedData = o.useCache ? cachedCode(source) : undefined;
-  return eagerly(() => new Script(wrap(source), { filename: BUNDLE, ...(cachedData ? { cachedData } : {}) }));
+/** A file compiled as this loader runs it, from its code cache when `useCache` and it matches. */
+export function compile(name: string, source: string, o: { readonly useCache: boolean }): Script {
+  const cachedData = o.useCache ? cachedCode(name, source) : undefined;
+  const script = (): Script =>
+    new Script(wrap(source), { filename: fileOf(name, 'js'), ...(cachedData ? { cachedData } : {}) });
+  return name === BUNDLE ? eagerly(script) : script();
 }
 
-/** Runs a compiled bundle as node runs a CommonJS module, and returns its exports. */
-export function runBundle(script: Script): typeof Bundle {
-  const module = { exports: {} as typeof Bundle };
-  (script.runInThisContext() as (...args: unknown[]) => void)(
-    module.exports,
-    createRequire(BUNDLE),
-    module,
-    BUNDLE,
-    __dirname,
+const loaded = new Map<string, unknown>();
+
+/** Runs a compiled file as node runs a CommonJS module and returns its exports. */
+export function run(name: string, script: Script): unknown {
+  const file = fileOf(name, 'js');
+  const nodeRequire = createRequire(file);
+  // The bundle requires a dependency with a file of its own as `./NAME.js`.
+  const req = Object.assign(
+    (id: string): unknown => {
+      const dependency = /^\.\/([\w-]+)\.js$/.exec(id)?.[1];
+      return dependency !== undefined && CACHED_DEPENDENCIES.includes(dependency) ? load(dependency) : nodeRequire(id);
+    },
+    { resolve: nodeRequire.resolve, cache: nodeRequire.cache },
   );
+  const module = { exports: {} as unknown };
+  (script.runInThisContext() as (...args: unknown[]) => void)(module.exports, req, module, file, __dirname);
+  loaded.set(name, module.exports);
   return module.exports;
 }
 
+function load(name: string): unknown {
+  return loaded.has(name) ? loaded.get(name) : run(name, compile(name, sourceOf(name), { useCache: true }));
+}
+
 if (require.main === module) {
-  const bundle = process.sourceMapsEnabled
-    ? (createRequire(__filename)(BUNDLE) as typeof Bundle)
-    : runBundle(compileBundle(bundleSource(), { useCache: true }));
+  const bundle = (
+    process.sourceMapsEnabled ? createRequire(__filename)(fileOf(BUNDLE, 'js')) : load(BUNDLE)
+  ) as typeof Bundle;
   bundle.start(process.argv.slice(2));
 }

@@ -71,23 +71,34 @@ describe(
       assert.doesNotMatch(bundle, /"node_modules\/(cosmiconfig|js-yaml|winston|logform|zod|execa)\//);
     });
 
-    /** Whether V8 took bin.js's code cache for the bundle in dir: false taken, true refused, undefined none. */
-    const cacheRefused = (cliDir: string) => {
+    /**
+     * Whether V8 took each file's code cache in the command in cliDir: false taken, true refused,
+     * 'none' none used.
+     */
+    const cacheRefused = (cliDir: string): Record<string, boolean | string> => {
       const r = spawnSync(
         process.execPath,
         [
           '-e',
           `const l = require(${JSON.stringify(join(cliDir, 'bin.js'))});
-           process.stdout.write(String(l.compileBundle(l.bundleSource(), { useCache: true }).cachedDataRejected));`,
+           const out = {};
+           for (const name of [l.BUNDLE, ...l.CACHED_DEPENDENCIES])
+             out[name] = l.compile(name, l.sourceOf(name), { useCache: true }).cachedDataRejected ?? 'none';
+           process.stdout.write(JSON.stringify(out));`,
         ],
         { encoding: 'utf8' },
       );
       assert.equal(r.status, 0, r.stderr);
-      return r.stdout;
+      return JSON.parse(r.stdout) as Record<string, boolean | string>;
     };
 
-    test("V8 takes the build's code cache", () => {
-      assert.equal(cacheRefused(join(ROOT, 'dist', 'cli')), 'false');
+    test("V8 takes the build's code caches", () => {
+      assert.deepEqual(cacheRefused(join(ROOT, 'dist', 'cli')), {
+        quiesce: false,
+        execa: false,
+        winston: false,
+        zod: false,
+      });
     });
 
     test('a cache from another build, or none, is not used, and the command still runs', () => {
@@ -98,11 +109,12 @@ describe(
       const other = Buffer.from(cache);
       other[other.indexOf(10) - 1] = other[other.indexOf(10) - 1] === 0x30 ? 0x31 : 0x30;
       writeFileSync(join(copy, 'quiesce.cache'), other);
-      assert.equal(cacheRefused(copy), 'undefined');
+      assert.equal(cacheRefused(copy)['quiesce'], 'none');
       const version = spawnSync(process.execPath, [join(copy, 'bin.js'), '--version'], { encoding: 'utf8' });
       assert.equal(version.status, 0, version.stderr);
       rmSync(join(copy, 'quiesce.cache'));
-      assert.equal(cacheRefused(copy), 'undefined');
+      rmSync(join(copy, 'winston.cache'));
+      assert.deepEqual(cacheRefused(copy), { quiesce: 'none', execa: false, winston: 'none', zod: false });
       const freeze = spawnSync(process.execPath, [join(copy, 'bin.js'), 'freeze', '--local', '--', 'true'], {
         encoding: 'utf8',
       });
