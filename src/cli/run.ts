@@ -71,11 +71,15 @@ export async function runJob(
   const now = new Date();
   const p = plan(config, job, { runId: newRunId(now), now });
   // Compiled whole before any window; a no-op when loadConfig({ frozenWindow }) loaded them (not for --demo).
-  // The prune step's modules too, where a guest prunes: with several units, one unit's prune runs while
-  // another is frozen.
+  // The prune and verify steps' modules too, where a guest has them: with several units, one unit's prune
+  // or verify runs while another is frozen, and a module's first load runs its code there.
   const guests = p.units.flatMap((u) => u.guests);
   await compiledEagerly(() =>
-    Promise.all([loadGuestKinds(guests), guests.some((g) => g.prune) ? import('../workflow/prune.js') : undefined]),
+    Promise.all([
+      loadGuestKinds(guests),
+      guests.some((g) => g.prune) ? import('../workflow/prune.js') : undefined,
+      guests.some((g) => g.verify && g.verify.kind !== 'command') ? import('../verify/index.js') : undefined,
+    ]),
   );
   const lock = await acquireLock(`job:${config.stateDir}:${job}`, {
     waitMs: opts.waitMs ?? config.lockWaitMs,
