@@ -3,7 +3,7 @@
 //   modules are in it but run only when it runs (their import() stays lazy inside the bundle).
 // - cosmiconfig.js, execa.js, winston.js, zod.js: the large dependencies that a command loads only
 //   when it reads a config file, logs, or runs virsh (half of all the code): each its own file, read
-//   only then. They load with node's require, so cosmiconfig's import() of a .mjs config still works.
+//   only then (src/cli/loader.ts says how each loads).
 // - quiesce.cache, execa.cache, winston.cache, zod.cache: V8's code for the bundle, all of it, and for
 //   what loading those dependencies runs (scripts/save-code-cache.mjs). Every file starts with the
 //   build's id, and so does each cache: a cache is only used with the file it was made from.

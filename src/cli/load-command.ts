@@ -44,12 +44,12 @@ export async function loadCommand<T>(
 
 /**
  * Runs `load` with V8's --no-lazy: every function of the modules it loads is
- * compiled as they load. This is for the CLI run from its modules (tsc's
- * dist/src, tsx); the installed command's bundle is one script compiled whole
- * before anything runs (cli/loader.ts), and the flag changes nothing there. A command with a frozen window loads its connectors
+ * compiled as they load. A command with a frozen window loads its connectors
  * and snapshot providers this way once it knows which kinds its guests use
  * (workflow/plan.ts's loadGuestKinds). A module already loaded stays as it
- * was compiled: call this before anything else loads them.
+ * was compiled: call this before anything else loads them. This matters for
+ * the CLI run from its modules (tsc's dist/src, tsx); the installed command's
+ * bundle is one script compiled whole before anything runs (cli/loader.ts).
  */
 export async function compiledEagerly<T>(load: () => Promise<T>): Promise<T> {
   await loadNodeModules();

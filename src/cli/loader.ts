@@ -17,7 +17,7 @@ import { setFlagsFromString } from 'node:v8';
 import { Script } from 'node:vm';
 import type * as Bundle from './bundle.js';
 
-/** The files this loader runs from a code cache: the bundle, compiled whole, and three of its dependencies. */
+/** The bundle's name (quiesce.js, quiesce.cache): compiled whole. */
 export const BUNDLE = 'quiesce';
 /**
  * The dependencies with files of their own (scripts/bundle-cli.mjs) that run from a code cache like the

@@ -252,7 +252,7 @@ export async function formatPlan(p: Plan): Promise<string> {
       line('preflight: freeze commands enabled, status thawed, mountpoints exist');
       const provider = await snapshotProvider(g.snapshot);
       const around = provider.planSteps?.() ?? {};
-      if (around.beforeFreeze) line(`${around.beforeFreeze}; alongside the preflight`);
+      if (around.beforeFreeze) line(around.beforeFreeze);
       for (const h of g.preHooks) line(`pre-hook: ${argv(h.argv)} (timeout ${ms(h.timeoutMs)})`);
       line(
         `freeze ${g.freeze === 'all' ? 'all filesystems' : g.freeze.join(', ')} (timeout ${ms(g.timeouts.freezeMs)}) — budget ${ms(p.budgetMs)} starts`,

@@ -47,6 +47,18 @@ describe(
   () => {
     let dir: string;
     before(() => (dir = mkdtempSync(join(tmpdir(), 'bundle-'))));
+    /** A config of one guest `g` behind a socket in dir (nobody listens on it), in job `j`. */
+    const oneGuest = (socket: string, mountpoint: string) => ({
+      stateDir: join(dir, 'state'),
+      guests: {
+        g: {
+          connector: { type: 'socket', path: join(dir, socket) },
+          freeze: [mountpoint],
+          snapshot: { provider: 'command', argv: ['true'] },
+        },
+      },
+      jobs: { j: { guests: ['g'] } },
+    });
     after(() => rmSync(dir, { recursive: true, force: true }));
 
     test("the files are ASCII, with source maps, and winston's tracing is its production build", () => {
@@ -173,20 +185,7 @@ describe(
 
     test('plan loads an ES module config (cosmiconfig imports it)', () => {
       const config = join(dir, 'quiesce.config.mjs');
-      writeFileSync(
-        config,
-        `export default ${JSON.stringify({
-          stateDir: join(dir, 'state'),
-          guests: {
-            b: {
-              connector: { type: 'socket', path: join(dir, 'b.sock') },
-              freeze: ['/srv'],
-              snapshot: { provider: 'command', argv: ['true'] },
-            },
-          },
-          jobs: { j: { guests: ['b'] } },
-        })};\n`,
-      );
+      writeFileSync(config, `export default ${JSON.stringify(oneGuest('b.sock', '/srv'))};\n`);
       const r = quiesce(['plan', '--config', config]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /freeze \/srv/);
@@ -202,20 +201,7 @@ describe(
 
     test('run logs JSON lines through winston (loaded on the first event) and reports the failed connect', () => {
       const config = join(dir, 'run.json');
-      writeFileSync(
-        config,
-        JSON.stringify({
-          stateDir: join(dir, 'state'),
-          guests: {
-            a: {
-              connector: { type: 'socket', path: join(dir, 'none.sock') },
-              freeze: ['/data'],
-              snapshot: { provider: 'command', argv: ['true'] },
-            },
-          },
-          jobs: { j: { guests: ['a'] } },
-        }),
-      );
+      writeFileSync(config, JSON.stringify(oneGuest('none.sock', '/data')));
       const r = quiesce(['run', '--config', config]);
       assert.equal(r.code, 3, r.stderr);
       const events = r.stderr
