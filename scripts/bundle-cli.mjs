@@ -4,9 +4,10 @@
 // - cosmiconfig.js, execa.js, winston.js, zod.js: the large dependencies that a command loads only
 //   when it reads a config file, logs, or runs virsh (half of all the code): each its own file, read
 //   only then (src/cli/loader.ts says how each loads).
-// - quiesce.cache, execa.cache, winston.cache, zod.cache: V8's code for the bundle, all of it, and for
-//   what loading those dependencies runs (scripts/save-code-cache.mjs). Every file starts with the
-//   build's id, and so does each cache: a cache is only used with the file it was made from.
+// - quiesce.cache, cosmiconfig.cache, execa.cache, winston.cache, zod.cache: V8's code for the bundle,
+//   all of it, and for what loading those dependencies and a rehearsal of a run's config and log ran
+//   (scripts/save-code-cache.mjs). Every file starts with the build's id, and so does each cache: a cache
+//   is only used with the file it was made from.
 // - bin.js: the loader (src/cli/loader.ts), which runs the bundle from that cache.
 // Start-up is mostly loading and compiling code (docs/benchmarks.md, Start-up): one file, read once,
 // with its code deserialised instead of compiled.
@@ -14,7 +15,7 @@
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -32,6 +33,33 @@ const diagnosticsProductionBuild = {
     b.onResolve({ filter: /^@dabh\/diagnostics$/ }, (args) =>
       b.resolve('@dabh/diagnostics/node/production.js', { kind: args.kind, resolveDir: args.resolveDir }),
     );
+  },
+};
+/**
+ * cosmiconfig loads an ES module config file (.mjs, or .js in an ES package) with import(), which a file
+ * the loader runs from a code cache does not have in Node 20: its two `await import(` go through the
+ * loader's instead (src/cli/loader.ts passes it as `__quiesceImport`). Loaded by node's own require (with
+ * source maps on), the file keeps import() as node gives it. The build fails if cosmiconfig's code no
+ * longer has them, or gets another import().
+ */
+const IMPORT_THROUGH_LOADER = 'var __quiesceImport=typeof __quiesceImport=="function"?__quiesceImport:s=>import(s);';
+const importsThroughLoader = {
+  name: 'imports-through-loader',
+  setup(b) {
+    let replaced = 0;
+    b.onStart(() => void (replaced = 0));
+    b.onLoad({ filter: /[\\/]cosmiconfig[\\/]dist[\\/][^\\/]+\.js$/ }, (args) => {
+      const text = readFileSync(args.path, 'utf8');
+      const parts = text.split('await import(');
+      replaced += parts.length - 1;
+      return { contents: parts.join('await __quiesceImport('), loader: 'js' };
+    });
+    b.onEnd((result) => {
+      if (result.errors.length) return;
+      if (replaced !== 2) throw new Error(`cosmiconfig: expected 2 import() calls to route, found ${replaced}`);
+      const out = readFileSync(join(outdir, 'cosmiconfig.js'), 'latin1');
+      if (out.split('import(').length !== 2) throw new Error('cosmiconfig.js: an import() the loader does not route');
+    });
   },
 };
 const outdir = resolve(process.argv[2] ?? join(root, 'dist', 'cli'));
@@ -72,11 +100,11 @@ for (const name of VENDORED)
     ...common,
     ...minified,
     stdin: { contents: `module.exports = require('${name}');`, resolveDir: root, sourcefile: `${name}.js` },
-    banner: { js: `// quiesce build ${id}` },
+    banner: { js: `// quiesce build ${id}${name === 'cosmiconfig' ? `\n${IMPORT_THROUGH_LOADER}` : ''}` },
     outfile: join(outdir, `${name}.js`),
-    // cosmiconfig requires typescript only to load a .ts config file: it stays a lookup at run time.
+    // cosmiconfig imports typescript only to load a .ts config file: it stays a lookup at run time.
     external: ['typescript'],
-    plugins: [diagnosticsProductionBuild],
+    plugins: [diagnosticsProductionBuild, ...(name === 'cosmiconfig' ? [importsThroughLoader] : [])],
   });
 await build({ ...common, entryPoints: [join(root, 'src', 'cli', 'loader.ts')], outfile: join(outdir, 'bin.js') });
 // package.json says "type": "module"; these files are CommonJS.

@@ -1,6 +1,7 @@
 // Saves V8's code for a built command (dist/cli, or DIR) beside its files, compiled as src/cli/loader.ts
 // compiles them: quiesce.cache for the bundle, compiled whole, and NAME.cache for each dependency in
-// CACHED_DEPENDENCIES, holding what loading it ran. Run by scripts/bundle-cli.mjs. V8 takes a cache only
+// CACHED_DEPENDENCIES, holding what loading it and the bundle's rehearsal (src/cli/rehearse.ts: the
+// example config read, log lines written) ran. Run by scripts/bundle-cli.mjs. V8 takes a cache only
 // under the node flags it was made with: bench/startup.ts makes its own copy's caches under the flags it
 // measures with.
 import { writeFileSync } from 'node:fs';
@@ -24,9 +25,14 @@ save(
   bundle,
   loader.eagerly(() => script.createCachedData()),
 );
-for (const name of loader.CACHED_DEPENDENCIES) {
+// Loaded first, so that the bundle's rehearsal runs these very scripts.
+const dependencies = loader.CACHED_DEPENDENCIES.map((name) => {
   const source = loader.sourceOf(name);
-  const dependency = loader.compile(name, source, { useCache: false });
-  loader.run(name, dependency);
-  save(name, source, dependency.createCachedData());
-}
+  const compiled = loader.compile(name, source, { useCache: false });
+  loader.run(name, compiled);
+  return { name, source, compiled };
+});
+await loader
+  .run(loader.BUNDLE, script)
+  .rehearse(fileURLToPath(new URL('../config/quiesce.config.yaml', import.meta.url)));
+for (const { name, source, compiled } of dependencies) save(name, source, compiled.createCachedData());

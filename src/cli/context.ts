@@ -64,7 +64,8 @@ export class CliContext {
    * thawing what a dead run left frozen. With `frozenWindow` (run, freeze), the
    * config's connectors and snapshot providers are loaded before that
    * recovery, compiled eagerly: recovery would otherwise load a connector as
-   * usual, and the window would run code compiled inside it.
+   * usual, and the window would run code compiled inside it. Their connections
+   * then start opening (guest/connect.ts's connectAhead).
    */
   async loadConfig(o: { readonly frozenWindow?: boolean } = {}): Promise<ResolvedConfig> {
     // Loaded here, not with the CLI: cosmiconfig and zod are a large part of start-up, and `freeze --local` needs neither.
@@ -75,7 +76,10 @@ export class CliContext {
         import('./load-command.js'),
         import('../workflow/plan.js'),
       ]);
-      await compiledEagerly(() => loadGuestKinds([...config.guests.values()]));
+      const guests = [...config.guests.values()];
+      await compiledEagerly(() => loadGuestKinds(guests));
+      // libvirtd's part of the connect runs meanwhile: recovery, the run's lock, the log's set-up.
+      await (await import('../guest/connect.js')).connectAhead(guests.map((g) => g.connector));
     }
     await this.recover(config.stateDir);
     return config;

@@ -5,13 +5,13 @@
 // the build saved beside it (dist/cli/quiesce.cache, scripts/save-code-cache.mjs): deserialising it
 // takes a fraction of what compiling does. A cache from another build, or that this node's V8 refuses
 // (another node version, other V8 flags in NODE_OPTIONS), is not used: the bundle is then compiled whole
-// at every start, which is slower but runs the same (`npm run build` makes the cache again). Three of
-// its dependencies, files of their own, run from code caches of their own (CACHED_DEPENDENCIES).
+// at every start, which is slower but runs the same (`npm run build` makes the cache again). Its four
+// large dependencies, files of their own, run from code caches of their own (CACHED_DEPENDENCIES).
 // With source maps on (NODE_OPTIONS=--enable-source-maps), node's own loader runs the bundle instead,
 // compiling functions as they first run: in Node 20 node maps the stack traces of what its loader
 // compiled, and not of a vm.Script.
 import { readFileSync } from 'node:fs';
-import { createRequire, wrap } from 'node:module';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { Script } from 'node:vm';
@@ -22,10 +22,9 @@ export const BUNDLE = 'quiesce';
 /**
  * The dependencies with files of their own (scripts/bundle-cli.mjs) that run from a code cache like the
  * bundle, compiled as node would compile them (a function when it first runs), the cache holding what
- * their loading ran. cosmiconfig loads through node's require: it import()s a .mjs config file, which a
- * vm.Script cannot do in Node 20.
+ * their loading and the build's rehearsal ran (cli/rehearse.ts).
  */
-export const CACHED_DEPENDENCIES: readonly string[] = ['execa', 'winston', 'zod'];
+export const CACHED_DEPENDENCIES: readonly string[] = ['cosmiconfig', 'execa', 'winston', 'zod'];
 
 const fileOf = (name: string, ext: 'js' | 'cache'): string => join(__dirname, `${name}.${ext}`);
 
@@ -57,6 +56,15 @@ function cachedCode(name: string, source: string): Buffer | undefined {
   return end > 0 && source.startsWith(cache.subarray(0, end).toString('latin1')) ? cache.subarray(end) : undefined;
 }
 
+/**
+ * Node's CommonJS wrapper, with one parameter more: `import()` for the file. A vm.Script has none of its
+ * own in Node 20 (short of an experimental flag), so the build points cosmiconfig's, which loads an ES
+ * module config file, at this one (scripts/bundle-cli.mjs).
+ */
+const wrap = (source: string): string =>
+  `(function (exports, require, module, __filename, __dirname, __quiesceImport) { ${source}\n});`;
+const importFromHere = (specifier: string): Promise<unknown> => import(specifier);
+
 /** A file compiled as this loader runs it, from its code cache when `useCache` and it matches. */
 export function compile(name: string, source: string, o: { readonly useCache: boolean }): Script {
   const cachedData = o.useCache ? cachedCode(name, source) : undefined;
@@ -80,7 +88,14 @@ export function run(name: string, script: Script): unknown {
     { resolve: nodeRequire.resolve, cache: nodeRequire.cache },
   );
   const module = { exports: {} as unknown };
-  (script.runInThisContext() as (...args: unknown[]) => void)(module.exports, req, module, file, __dirname);
+  (script.runInThisContext() as (...args: unknown[]) => void)(
+    module.exports,
+    req,
+    module,
+    file,
+    __dirname,
+    importFromHere,
+  );
   loaded.set(name, module.exports);
   return module.exports;
 }

@@ -52,3 +52,16 @@ export async function guestAgent(
     }
   }
 }
+
+/**
+ * Starts, in the background, what of the guests' connect steps can start before the run's own set-up:
+ * the libvirt connection of each URI and its domain lookups (libvirt/pool.ts's warm). The other kinds
+ * have nothing to start: their connect is a local socket or process. Call it after loadConnector.
+ */
+export async function connectAhead(specs: readonly ConnectorSpec[]): Promise<void> {
+  const byUri = new Map<string | undefined, string[]>();
+  for (const s of specs) if (s.kind === 'libvirt') byUri.set(s.uri, [...(byUri.get(s.uri) ?? []), s.domain]);
+  if (byUri.size === 0) return;
+  const { libvirtPool } = await import('../libvirt/pool.js');
+  for (const [uri, domains] of byUri) libvirtPool.warm(uri, domains);
+}

@@ -81,6 +81,25 @@ export class LibvirtPool {
     return new LibvirtLease(this, e, guest);
   }
 
+  /**
+   * Opens the connection to `uri` and looks up `domains` now, in the background, and gives the share
+   * back once done: the connect step that follows finds them ready (or still opening, and waits for
+   * that). A command with a frozen window calls it once its config is read, so that libvirtd's part of
+   * the handshake overlaps the run's own start. A failure is dropped here: the connect step tries again
+   * and reports it (a URI only virsh reaches, a malformed one, a daemon that is down).
+   */
+  warm(uri: string | undefined, domains: readonly string[]): void {
+    let lease: LibvirtLease;
+    try {
+      lease = this.lease(uri);
+    } catch {
+      return;
+    }
+    void Promise.all(domains.map((d) => lease.domain(d)))
+      .catch(() => undefined)
+      .finally(() => lease.release());
+  }
+
   /** Connections currently open (tests). */
   get openConnections(): number {
     return [...this.entries.values()].filter((e) => e.conn && !e.conn.closed).length;

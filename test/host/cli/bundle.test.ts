@@ -107,6 +107,7 @@ describe(
     test("V8 takes the build's code caches", () => {
       assert.deepEqual(cacheRefused(join(ROOT, 'dist', 'cli')), {
         quiesce: false,
+        cosmiconfig: false,
         execa: false,
         winston: false,
         zod: false,
@@ -126,12 +127,67 @@ describe(
       assert.equal(version.status, 0, version.stderr);
       rmSync(join(copy, 'quiesce.cache'));
       rmSync(join(copy, 'winston.cache'));
-      assert.deepEqual(cacheRefused(copy), { quiesce: 'none', execa: false, winston: 'none', zod: false });
+      assert.deepEqual(cacheRefused(copy), {
+        quiesce: 'none',
+        cosmiconfig: false,
+        execa: false,
+        winston: 'none',
+        zod: false,
+      });
       const freeze = spawnSync(process.execPath, [join(copy, 'bin.js'), 'freeze', '--local', '--', 'true'], {
         encoding: 'utf8',
       });
       assert.equal(freeze.status, 2, freeze.stderr);
       assert.match(freeze.stderr, /--local needs --mountpoint/);
+    });
+
+    test("a run reads its YAML config and logs with no function of cosmiconfig, zod or winston compiled: the build's rehearsal is in their caches", () => {
+      // V8 takes a cache only under the flags it was made with: a copy's caches are made again under these.
+      const copy = join(dir, 'cli-events');
+      cpSync(join(ROOT, 'dist', 'cli'), copy, { recursive: true });
+      const logfile = join(dir, 'v8.log');
+      const flags = ['--log-function-events', `--logfile=${logfile}`, '--no-logfile-per-isolate'];
+      const save = spawnSync(process.execPath, [...flags, join(ROOT, 'scripts', 'save-code-cache.mjs'), copy], {
+        encoding: 'utf8',
+      });
+      assert.equal(save.status, 0, save.stderr);
+      assert.equal(save.stderr, '', "the rehearsal's log lines stay out of the build's output");
+      const config = join(dir, 'events.yaml');
+      writeFileSync(
+        config,
+        [
+          `stateDir: ${join(dir, 'state')}`,
+          'guests:',
+          '  g:',
+          `    connector: { type: socket, path: ${join(dir, 'nobody.sock')} }`,
+          '    freeze: [/data]',
+          "    snapshot: { provider: command, argv: ['true'] }",
+          'jobs:',
+          '  nightly: { guests: [g] }',
+        ].join('\n'),
+      );
+      const r = spawnSync(process.execPath, [...flags, join(copy, 'bin.js'), 'run', '--config', config], {
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 3, r.stderr);
+      assert.match(r.stderr, /"kind":"step-end"/, 'winston wrote the JSON lines');
+      // function,<event>,<script id>,...; script-details,<script id>,<file>: parse and compile events, by file.
+      const lines = readFileSync(logfile, 'utf8')
+        .split('\n')
+        .map((l) => l.split(','));
+      const files = new Map(lines.filter((l) => l[0] === 'script-details').map((l) => [l[1], l[2] ?? '']));
+      const compiled = new Map<string, number>();
+      for (const l of lines) {
+        if (l[0] !== 'function' || !/parse|interpreter|compile/.test(l[1] ?? '')) continue;
+        const file = /[\w-]+\.js$/.exec(files.get(l[2] ?? '') ?? '')?.[0];
+        if (file) compiled.set(file, (compiled.get(file) ?? 0) + 1);
+      }
+      for (const file of ['cosmiconfig.js', 'zod.js', 'winston.js', 'quiesce.js'])
+        assert.equal(compiled.get(file) ?? 0, 0, `${file}: ${compiled.get(file)} functions compiled`);
+      assert.ok(
+        files.size > 0 && [...files.values()].some((f) => f.endsWith('cosmiconfig.js')),
+        'the log names the files',
+      );
     });
 
     test("with source maps on, node's own loader runs the bundle (it maps the traces of what it loads)", () => {
@@ -183,12 +239,15 @@ describe(
       assert.match(r.stdout, /snapshot \(command\): true/);
     });
 
-    test('plan loads an ES module config (cosmiconfig imports it)', () => {
+    test("plan loads an ES module config (cosmiconfig imports it: through the loader's import, or node's with source maps on)", () => {
       const config = join(dir, 'quiesce.config.mjs');
       writeFileSync(config, `export default ${JSON.stringify(oneGuest('b.sock', '/srv'))};\n`);
-      const r = quiesce(['plan', '--config', config]);
-      assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stdout, /freeze \/srv/);
+      for (const flags of [[], ['--enable-source-maps']]) {
+        const r = spawnSync(process.execPath, [...flags, BUNDLE, 'plan', '--config', config], { encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stdout, /freeze \/srv/);
+        assert.equal(r.stderr, '', 'no warning');
+      }
     });
 
     test('a config error names the key and exits 2', () => {

@@ -341,6 +341,51 @@ describe('libvirt connector over RPC (fake libvirtd)', () => {
   });
 });
 
+describe('LibvirtPool.warm: the connection and domain lookups before the connect step (fake libvirtd)', () => {
+  let f: Fake | undefined;
+  let pool: LibvirtPool | undefined;
+  afterEach(async () => {
+    await pool?.closeAll();
+    await f?.d.close();
+    f = undefined;
+  });
+  const settle = async (until: () => boolean): Promise<void> => {
+    for (let i = 0; i < 200 && !until(); i++) await new Promise((r) => setTimeout(r, 5));
+  };
+
+  test("opens the URI's connection and looks the domains up; the connector's first command needs neither again", async () => {
+    f = await fake(ok('{"return":{}}'));
+    pool = new LibvirtPool();
+    pool.warm(f.uri, ['vm1']);
+    await settle(() => f!.lookups === 1);
+    assert.equal(f.d.connections.length, 1);
+    assert.equal(pool.openConnections, 1, 'held open (lingering) for the connect step');
+    const a = new LibvirtAgent({ uri: f.uri, domain: 'vm1', virsh: '/nonexistent/virsh' }, { pool });
+    assert.deepEqual(await a.execute('guest-ping'), {});
+    assert.equal(f.d.connections.length, 1, 'no second connection');
+    assert.equal(f.lookups, 1, 'no second lookup');
+    await a.close();
+  });
+
+  test('a failure is left for the connect step, which reports it; a malformed URI or a daemon gone throw nothing here', async () => {
+    f = await fake(ok('{"return":{}}'));
+    pool = new LibvirtPool();
+    const unreachable = `qemu+unix:///system?socket=${f.d.path}.gone`;
+    assert.doesNotThrow(() => pool!.warm('qemu+nosuch://', ['vm1']));
+    pool.warm(unreachable, ['vm1']);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(pool.openConnections, 0);
+    const errors: string[] = [];
+    const a = new LibvirtAgent(
+      { uri: unreachable, domain: 'vm1', virsh: '/nonexistent/virsh' },
+      { pool, onWarning: (m) => errors.push(m) },
+    );
+    await assert.rejects(a.execute('guest-ping'));
+    assert.match(errors.join('\n'), /\.gone/, 'the connect step says why, as without the warm-up');
+    await a.close();
+  });
+});
+
 describe('libvirt connector: the virsh fallback', () => {
   test('no libvirtd socket: virsh runs the command, and the fallback is announced once per URI', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'virsh-fallback-'));
