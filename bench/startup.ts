@@ -30,7 +30,7 @@
  * BENCH_COMPARE: another build's bin.js, measured alongside (e.g. a copy of dist/ from before a change).
  */
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,11 +43,11 @@ import {
   type LoopMount,
   type MountNamespace,
 } from '../test/helpers/loop-mounts.js';
+import { cliCopyUnderFlags } from '../test/helpers/code-cache.js';
 
 const N = Number(process.env['BENCH_N'] ?? 20);
 // The installed command (package.json's bin: the bundle), else tsc's output.
 const BUNDLE = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
-const SAVE_CODE_CACHE = fileURLToPath(new URL('../scripts/save-code-cache.mjs', import.meta.url));
 const BIN =
   process.env['BENCH_BIN'] ??
   (existsSync(BUNDLE) ? BUNDLE : fileURLToPath(new URL('../dist/src/bin.js', import.meta.url)));
@@ -167,13 +167,7 @@ function runOnce(k: Case, record: boolean): void {
 function compiledInWindow(bin: string, full: Full, dir: string): { events: number; ms: number } {
   const logfile = join(dir, 'v8.log');
   const flags = ['--log-function-events', `--logfile=${logfile}`, '--no-logfile-per-isolate'];
-  if (existsSync(join(dirname(bin), 'quiesce.cache'))) {
-    const copy = mkdtempSync(join(dir, 'cli-'));
-    cpSync(dirname(bin), copy, { recursive: true });
-    const save = spawnSync(process.execPath, [...flags, SAVE_CODE_CACHE, copy], { encoding: 'utf8' });
-    if (save.status !== 0) throw new Error(`saving the copy's code cache failed: ${save.stderr}`);
-    bin = join(copy, 'bin.js');
-  }
+  if (existsSync(join(dirname(bin), 'quiesce.cache'))) bin = cliCopyUnderFlags(dirname(bin), dir, flags).bin;
   const [file, ...args] = [
     ...full.wrap,
     process.execPath,

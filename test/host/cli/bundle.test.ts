@@ -9,6 +9,7 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cliCopyUnderFlags } from '../../helpers/code-cache.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const BUNDLE = join(ROOT, 'dist', 'cli', 'bin.js');
@@ -59,6 +60,18 @@ describe(
       },
       jobs: { j: { guests: ['g'] } },
     });
+    /** The same config as YAML text: guest `g` behind `socket` in dir, freezing /data, in job `nightly`. */
+    const oneGuestYaml = (socket: string) =>
+      [
+        `stateDir: ${join(dir, 'state')}`,
+        'guests:',
+        '  g:',
+        `    connector: { type: socket, path: ${join(dir, socket)} }`,
+        '    freeze: [/data]',
+        "    snapshot: { provider: command, argv: ['true'] }",
+        'jobs:',
+        '  nightly: { guests: [g] }',
+      ].join('\n');
     after(() => rmSync(dir, { recursive: true, force: true }));
 
     test("the files are ASCII, with source maps, and winston's tracing is its production build", () => {
@@ -142,31 +155,13 @@ describe(
     });
 
     test("a run reads its YAML config and logs with no function of cosmiconfig, zod or winston compiled: the build's rehearsal is in their caches", () => {
-      // V8 takes a cache only under the flags it was made with: a copy's caches are made again under these.
-      const copy = join(dir, 'cli-events');
-      cpSync(join(ROOT, 'dist', 'cli'), copy, { recursive: true });
       const logfile = join(dir, 'v8.log');
       const flags = ['--log-function-events', `--logfile=${logfile}`, '--no-logfile-per-isolate'];
-      const save = spawnSync(process.execPath, [...flags, join(ROOT, 'scripts', 'save-code-cache.mjs'), copy], {
-        encoding: 'utf8',
-      });
-      assert.equal(save.status, 0, save.stderr);
-      assert.equal(save.stderr, '', "the rehearsal's log lines stay out of the build's output");
+      const copy = cliCopyUnderFlags(join(ROOT, 'dist', 'cli'), dir, flags);
+      assert.equal(copy.stderr, '', "the rehearsal's log lines stay out of the build's output");
       const config = join(dir, 'events.yaml');
-      writeFileSync(
-        config,
-        [
-          `stateDir: ${join(dir, 'state')}`,
-          'guests:',
-          '  g:',
-          `    connector: { type: socket, path: ${join(dir, 'nobody.sock')} }`,
-          '    freeze: [/data]',
-          "    snapshot: { provider: command, argv: ['true'] }",
-          'jobs:',
-          '  nightly: { guests: [g] }',
-        ].join('\n'),
-      );
-      const r = spawnSync(process.execPath, [...flags, join(copy, 'bin.js'), 'run', '--config', config], {
+      writeFileSync(config, oneGuestYaml('nobody.sock'));
+      const r = spawnSync(process.execPath, [...flags, copy.bin, 'run', '--config', config], {
         encoding: 'utf8',
       });
       assert.equal(r.status, 3, r.stderr);
@@ -220,19 +215,7 @@ describe(
 
     test('plan loads a YAML config (cosmiconfig, zod) and prints the steps', () => {
       const config = join(dir, 'quiesce.config.yaml');
-      writeFileSync(
-        config,
-        [
-          `stateDir: ${join(dir, 'state')}`,
-          'guests:',
-          '  a:',
-          `    connector: { type: socket, path: ${join(dir, 'a.sock')} }`,
-          '    freeze: [/data]',
-          "    snapshot: { provider: command, argv: ['true'] }",
-          'jobs:',
-          '  nightly: { guests: [a] }',
-        ].join('\n'),
-      );
+      writeFileSync(config, oneGuestYaml('a.sock'));
       const r = quiesce(['plan', '--config', config]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /freeze \/data/);
