@@ -25,12 +25,18 @@ export interface PreflightResult {
  */
 export async function preflight(
   agent: GuestAgent,
-  o: { readonly guest: string; readonly freeze: 'all' | readonly string[]; readonly timeoutMs: number },
+  o: {
+    readonly guest: string;
+    readonly freeze: 'all' | readonly string[];
+    readonly timeoutMs: number;
+    /** guest-info's reply when the caller already has it (a run's connect step asks it). */
+    readonly info?: unknown;
+  },
 ): Promise<PreflightResult> {
   const exec = (command: string): Promise<unknown> => agent.execute(command, undefined, { timeoutMs: o.timeoutMs });
-  // An agent that takes concurrent commands gets all three at once (they only read); the answers of
-  // commands guest-info then shows disabled are dropped. Others are asked one by one, as needed.
-  const info = exec('guest-info');
+  // An agent that takes concurrent commands gets all its questions at once (they only read); the answers
+  // of commands guest-info then shows disabled are dropped. Others are asked one by one, as needed.
+  const info = o.info !== undefined ? Promise.resolve(o.info) : exec('guest-info');
   const ahead = agent.concurrent
     ? new Map(['guest-fsfreeze-status', 'guest-get-fsinfo'].map((c) => [c, early(exec(c))]))
     : undefined;

@@ -78,7 +78,6 @@ export const FREEZE_LIST_COMMANDS = ['guest-fsfreeze-freeze-list', 'guest-fsfree
 /** A guest that connects, passes preflight (freeze list of 2), freezes 2 and thaws 2; `over` replaces commands. */
 export function healthyScript(over: Record<string, Step[]> = {}): Record<string, Step[]> {
   return {
-    'guest-ping': [{ reply: {} }],
     'guest-info': [infoReply(FREEZE_LIST_COMMANDS)],
     'guest-fsfreeze-status': [{ reply: 'thawed' }],
     'guest-fsfreeze-freeze-list': [{ reply: 2 }],

@@ -37,7 +37,6 @@ const FREEZE_COMMANDS = ['guest-fsfreeze-freeze-list', 'guest-fsfreeze-thaw', 'g
 
 function healthy(over: Record<string, Step[]> = {}): Record<string, Step[]> {
   return {
-    'guest-ping': [{ reply: {} }],
     'guest-info': [info(FREEZE_COMMANDS)],
     'guest-fsfreeze-status': [{ reply: 'thawed' }],
     'guest-fsfreeze-freeze-list': [{ reply: 2 }],

@@ -73,9 +73,10 @@ describe('steps', () => {
       assert.ok(s.durationMs >= 0);
     }
     assert.deepEqual(run.result.errors, []);
-    assert.deepEqual(agent.commands(), ['guest-ping', 'guest-info', 'guest-fsfreeze-status']);
-    assert.equal(agent.call('guest-ping').timeoutMs, 300, 'the connect timeout');
-    assert.equal(agent.call('guest-info').timeoutMs, 200, 'the command timeout');
+    // guest-info proves the agent answers (under the connect timeout) and feeds the preflight: no ping.
+    assert.deepEqual(agent.commands(), ['guest-info', 'guest-fsfreeze-status']);
+    assert.equal(agent.call('guest-info').timeoutMs, 300, 'the connect timeout');
+    assert.equal(agent.call('guest-fsfreeze-status').timeoutMs, 200, 'the command timeout');
     assert.deepEqual(
       events
         .filter((e) => e.kind === 'step-start' || e.kind === 'step-end')
@@ -86,20 +87,26 @@ describe('steps', () => {
 
   for (const [what, script, step, code, message] of [
     [
-      'the agent answers the ping with an error',
-      { 'guest-ping': [{ error: 'busy' }] },
+      'the agent answers guest-info with an error',
+      { 'guest-info': [{ error: 'busy' }] },
       'connect',
       'AGENT_ERROR',
-      /guest-ping: busy$/,
+      /guest-info: busy$/,
     ],
     [
-      'the channel closes before the ping’s reply',
-      { 'guest-ping': [{ lost: true }] },
+      'the channel closes before guest-info’s reply',
+      { 'guest-info': [{ lost: true }] },
       'connect',
       'CHANNEL_GONE',
       /closed before the reply/,
     ],
-    ['the ping is never answered', { 'guest-ping': [{ hang: true }] }, 'connect', 'TIMEOUT', /no reply within 300 ms/],
+    [
+      'guest-info is never answered',
+      { 'guest-info': [{ hang: true }] },
+      'connect',
+      'TIMEOUT',
+      /no reply within 300 ms/,
+    ],
     [
       'the guest is already frozen',
       { 'guest-fsfreeze-status': [{ reply: 'frozen' }] },
