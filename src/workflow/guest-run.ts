@@ -9,7 +9,7 @@ import { backupDir } from '../repository/layout.js';
 import { snapshotProvider, type SnapshotProvider, type SnapshotTaken } from '../snapshot/index.js';
 import type { GuestPlan, PlannedProcess, PlannedVerify } from './plan.js';
 import type { GuestResult, RunError } from './results.js';
-import { preflight } from './preflight.js';
+import { askPreflight, preflight, type PreflightQuestions } from './preflight.js';
 import { thawAndProve } from './thaw.js';
 
 /** How a run reaches guests (tests substitute connectors). */
@@ -250,21 +250,19 @@ export class GuestRun {
   /** Lock the guest's channel, connect and sync, check the agent can freeze what the plan asks. */
   async connectAndCheck(signal?: AbortSignal): Promise<void> {
     const g = this.plan;
-    let info: unknown;
+    let asked: PreflightQuestions | undefined;
     await this.step('connect', async () => {
       this.lock = await acquireGuestLock(g.address, this.lockWaitMs, this.runId);
       this.agent = await this.factory(g, this.log);
       // guest-info, not a ping: it proves the agent answers, under the connect timeout, and it is the
       // preflight's first answer, so a run costs one round trip fewer (each is several ms through libvirt).
-      info = await this.agent.execute('guest-info', undefined, { timeoutMs: g.timeouts.connectMs });
+      // The preflight's other questions go out with it (askPreflight).
+      asked = askPreflight(this.agent, { timeoutMs: g.timeouts.commandMs, infoTimeoutMs: g.timeouts.connectMs });
+      await asked.info;
     });
     await this.step('preflight', async () => {
-      const found = await preflight(this.agent!, {
-        guest: g.name,
-        freeze: g.freeze,
-        timeoutMs: g.timeouts.commandMs,
-        info,
-      });
+      const o = { guest: g.name, freeze: g.freeze, timeoutMs: g.timeouts.commandMs };
+      const found = await preflight(this.agent!, o, asked);
       this.caps = found.caps;
       if (found.problems[0]) throw found.problems[0];
     });

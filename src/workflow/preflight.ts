@@ -18,29 +18,50 @@ export interface PreflightResult {
   readonly problems: readonly QuiesceError[];
 }
 
+/** The preflight's questions, once asked: guest-info, and what was asked with it. */
+export interface PreflightQuestions {
+  readonly info: Promise<unknown>;
+  /** guest-fsfreeze-status and guest-get-fsinfo, asked with guest-info when the agent takes concurrent commands. */
+  readonly ahead: ReadonlyMap<string, Promise<unknown>> | undefined;
+}
+
+/**
+ * Asks guest-info (under `infoTimeoutMs`: a run's connect step asks it first, under the connect timeout)
+ * and, of an agent that takes concurrent commands, the freeze status and the filesystems at once: they
+ * only read, and libvirt then has them queued behind guest-info instead of waiting for this process to
+ * handle its reply. Answers of commands guest-info shows disabled are dropped. Other agents are asked one
+ * by one, as needed.
+ */
+export function askPreflight(
+  agent: GuestAgent,
+  o: { readonly timeoutMs: number; readonly infoTimeoutMs?: number },
+): PreflightQuestions {
+  const info = agent.execute('guest-info', undefined, { timeoutMs: o.infoTimeoutMs ?? o.timeoutMs });
+  const ahead = agent.concurrent
+    ? new Map(
+        ['guest-fsfreeze-status', 'guest-get-fsinfo'].map((c) => [
+          c,
+          early(agent.execute(c, undefined, { timeoutMs: o.timeoutMs })),
+        ]),
+      )
+    : undefined;
+  return { info, ahead };
+}
+
 /**
  * The checks before a freeze, shared by `run`/`freeze` (which stop at the
  * first problem) and `doctor` (which shows them all): the agent's commands,
- * its freeze status and the listed mountpoints.
+ * its freeze status and the listed mountpoints. A run's connect step has
+ * asked the questions already (`asked`).
  */
 export async function preflight(
   agent: GuestAgent,
-  o: {
-    readonly guest: string;
-    readonly freeze: 'all' | readonly string[];
-    readonly timeoutMs: number;
-    /** guest-info's reply when the caller already has it (a run's connect step asks it). */
-    readonly info?: unknown;
-  },
+  o: { readonly guest: string; readonly freeze: 'all' | readonly string[]; readonly timeoutMs: number },
+  asked: PreflightQuestions = askPreflight(agent, o),
 ): Promise<PreflightResult> {
-  const exec = (command: string): Promise<unknown> => agent.execute(command, undefined, { timeoutMs: o.timeoutMs });
-  // An agent that takes concurrent commands gets all its questions at once (they only read); the answers
-  // of commands guest-info then shows disabled are dropped. Others are asked one by one, as needed.
-  const info = o.info !== undefined ? Promise.resolve(o.info) : exec('guest-info');
-  const ahead = agent.concurrent
-    ? new Map(['guest-fsfreeze-status', 'guest-get-fsinfo'].map((c) => [c, early(exec(c))]))
-    : undefined;
-  const ask = (command: string): Promise<unknown> => ahead?.get(command) ?? exec(command);
+  const { info, ahead } = asked;
+  const ask = (command: string): Promise<unknown> =>
+    ahead?.get(command) ?? agent.execute(command, undefined, { timeoutMs: o.timeoutMs });
   const caps = parseCapabilities(await info);
   const problems: QuiesceError[] = [];
   // Status first: a frozen agent disables the freeze commands, and "already frozen" is the real news.

@@ -20,7 +20,13 @@ let n = 0;
 /** A GuestRun of guest g over a recording agent; closed after the test. */
 function rig(
   t: TestContext,
-  o: { guest?: Record<string, unknown>; script?: Record<string, Step[]>; delays?: Record<string, number> } = {},
+  o: {
+    guest?: Record<string, unknown>;
+    script?: Record<string, Step[]>;
+    delays?: Record<string, number>;
+    /** The agent takes concurrent commands, as libvirt's does. */
+    concurrent?: boolean;
+  } = {},
 ) {
   const config = testConfig({
     stateDir: scratch.path(`state-${++n}`),
@@ -31,7 +37,8 @@ function rig(
   const p = plan(config, 'j', { runId: newRunId(now), now });
   const gp = p.units[0]!.guests[0]!;
   const tl = new Timeline();
-  const agent = new RecordingAgent(healthyScript(o.script), {
+  const Agent = o.concurrent ? ConcurrentAgent : RecordingAgent;
+  const agent = new Agent(healthyScript(o.script), {
     name: 'g',
     timeline: tl,
     ...(o.delays ? { delays: o.delays } : {}),
@@ -53,6 +60,10 @@ function rig(
   const run = make();
   t.after(() => run.close());
   return { run, make, agent, tl, events: log.events, plan: gp, created: () => created };
+}
+
+class ConcurrentAgent extends RecordingAgent {
+  readonly concurrent = true;
 }
 
 const lastStep = (run: GuestRun) => run.result.steps.at(-1)!;
@@ -83,6 +94,41 @@ describe('steps', () => {
         .map((e) => `${e.kind} ${'step' in e ? e.step : ''}`),
       ['step-start connect', 'step-end connect', 'step-start preflight', 'step-end preflight'],
     );
+  });
+
+  test('of an agent that takes concurrent commands, connect asks the preflight’s questions with guest-info', async (t) => {
+    const { run, agent } = rig(t, { concurrent: true, delays: { 'guest-info': 30 } });
+    await run.connectAndCheck();
+    assert.deepEqual(
+      run.result.steps.map((s) => [s.name, s.ok]),
+      [
+        ['connect', true],
+        ['preflight', true],
+      ],
+    );
+    // Sent before guest-info's reply (30 ms later), each once: the preflight asks nothing again.
+    assert.deepEqual(agent.commands(), ['guest-info', 'guest-fsfreeze-status', 'guest-get-fsinfo']);
+    const infoAnswered = agent.call('guest-info').endedAt!;
+    for (const c of ['guest-fsfreeze-status', 'guest-get-fsinfo'])
+      assert.ok(agent.call(c).startedAt < infoAnswered, `${c} went out before guest-info's reply`);
+    assert.equal(agent.call('guest-info').timeoutMs, 300, 'the connect timeout');
+    assert.equal(agent.call('guest-fsfreeze-status').timeoutMs, 200, 'the command timeout');
+  });
+
+  test('of an agent that takes concurrent commands, a hung guest-info fails connect; the rest is dropped', async (t) => {
+    const { run, agent } = rig(t, {
+      concurrent: true,
+      script: { 'guest-info': [{ hang: true }], 'guest-get-fsinfo': [{ error: 'disabled' }] },
+    });
+    await assert.rejects(run.connectAndCheck(), (e: unknown) => e instanceof QuiesceError && e.code === 'TIMEOUT');
+    assert.deepEqual(
+      run.result.steps.map((s) => [s.name, s.ok]),
+      [['connect', false]],
+    );
+    // Asked alongside, answered or failed, and dropped: no preflight step, no unhandled rejection (the
+    // test runner fails on one).
+    assert.deepEqual(agent.commands(), ['guest-info', 'guest-fsfreeze-status', 'guest-get-fsinfo']);
+    assert.equal(agent.call('guest-get-fsinfo').outcome, 'AGENT_ERROR');
   });
 
   for (const [what, script, step, code, message] of [
