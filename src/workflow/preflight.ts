@@ -36,14 +36,9 @@ export function askPreflight(
   agent: GuestAgent,
   o: { readonly timeoutMs: number; readonly infoTimeoutMs?: number },
 ): PreflightQuestions {
-  const info = agent.execute('guest-info', undefined, { timeoutMs: o.infoTimeoutMs ?? o.timeoutMs });
+  const info = read(agent, 'guest-info', o.infoTimeoutMs ?? o.timeoutMs);
   const ahead = agent.concurrent
-    ? new Map(
-        ['guest-fsfreeze-status', 'guest-get-fsinfo'].map((c) => [
-          c,
-          early(agent.execute(c, undefined, { timeoutMs: o.timeoutMs })),
-        ]),
-      )
+    ? new Map(['guest-fsfreeze-status', 'guest-get-fsinfo'].map((c) => [c, early(read(agent, c, o.timeoutMs))]))
     : undefined;
   return { info, ahead };
 }
@@ -60,8 +55,7 @@ export async function preflight(
   asked: PreflightQuestions = askPreflight(agent, o),
 ): Promise<PreflightResult> {
   const { info, ahead } = asked;
-  const ask = (command: string): Promise<unknown> =>
-    ahead?.get(command) ?? agent.execute(command, undefined, { timeoutMs: o.timeoutMs });
+  const ask = (command: string): Promise<unknown> => ahead?.get(command) ?? read(agent, command, o.timeoutMs);
   const caps = parseCapabilities(await info);
   const problems: QuiesceError[] = [];
   // Status first: a frozen agent disables the freeze commands, and "already frozen" is the real news.
@@ -105,6 +99,11 @@ export async function preflight(
     }
   }
   return { caps, status, missingCommands, watchdog: hasWatchdog(caps), mountpoints, notMounted, problems };
+}
+
+/** One of the preflight's questions: a command without arguments (they only read). */
+function read(agent: GuestAgent, command: string, timeoutMs: number): Promise<unknown> {
+  return agent.execute(command, undefined, { timeoutMs });
 }
 
 /** A promise asked ahead: one never awaited (its command turned out disabled) is no unhandled rejection. */

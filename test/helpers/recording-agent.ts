@@ -135,3 +135,8 @@ export function infoReply(enabled: readonly string[], disabled: readonly string[
     },
   };
 }
+
+/** A recording agent that takes concurrent commands, as libvirt's connector does (GuestAgent.concurrent). */
+export class ConcurrentRecordingAgent extends RecordingAgent {
+  readonly concurrent = true;
+}

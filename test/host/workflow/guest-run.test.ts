@@ -8,7 +8,7 @@ import { WATCHDOG_GET_RECORD, WATCHDOG_SET_LIMIT } from '../../../src/guest/capa
 import { captureLogger } from '../../../src/log/logger.js';
 import { GuestRun, WATCHDOG_MARGIN_S } from '../../../src/workflow/guest-run.js';
 import { newRunId, plan } from '../../../src/workflow/plan.js';
-import { infoReply, RecordingAgent, Timeline } from '../../helpers/recording-agent.js';
+import { ConcurrentRecordingAgent, infoReply, RecordingAgent, Timeline } from '../../helpers/recording-agent.js';
 import type { Step } from '../../helpers/scripted-agent.js';
 import { FREEZE_LIST_COMMANDS, healthyScript, scratchDir, testConfig } from '../../helpers/workflow-rig.js';
 
@@ -37,7 +37,7 @@ function rig(
   const p = plan(config, 'j', { runId: newRunId(now), now });
   const gp = p.units[0]!.guests[0]!;
   const tl = new Timeline();
-  const Agent = o.concurrent ? ConcurrentAgent : RecordingAgent;
+  const Agent = o.concurrent ? ConcurrentRecordingAgent : RecordingAgent;
   const agent = new Agent(healthyScript(o.script), {
     name: 'g',
     timeline: tl,
@@ -60,10 +60,6 @@ function rig(
   const run = make();
   t.after(() => run.close());
   return { run, make, agent, tl, events: log.events, plan: gp, created: () => created };
-}
-
-class ConcurrentAgent extends RecordingAgent {
-  readonly concurrent = true;
 }
 
 const lastStep = (run: GuestRun) => run.result.steps.at(-1)!;

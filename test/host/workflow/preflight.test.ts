@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { AgentError, QuiesceError, type ErrorCode } from '../../../src/errors.js';
 import { WATCHDOG_GET_RECORD, WATCHDOG_SET_LIMIT } from '../../../src/guest/capabilities.js';
 import { preflight } from '../../../src/workflow/preflight.js';
-import { infoReply, RecordingAgent } from '../../helpers/recording-agent.js';
+import { ConcurrentRecordingAgent, infoReply, RecordingAgent } from '../../helpers/recording-agent.js';
 import type { Step } from '../../helpers/scripted-agent.js';
 
 const FREEZE = 'guest-fsfreeze-freeze';
@@ -173,13 +173,10 @@ describe('preflight()', () => {
   }
 
   test('an agent that takes concurrent commands gets all three at once; answers of disabled commands are dropped', async () => {
-    class Concurrent extends RecordingAgent {
-      readonly concurrent = true;
-    }
     // What guest-info's call had come to when each later command was sent.
     let infoOutcome: unknown = 'not sent';
-    const mk = (script: Record<string, Step[]>): Concurrent => {
-      const a: Concurrent = new Concurrent(script, {
+    const mk = (script: Record<string, Step[]>): ConcurrentRecordingAgent => {
+      const a: ConcurrentRecordingAgent = new ConcurrentRecordingAgent(script, {
         delays: { 'guest-info': 30 },
         before: (c) => {
           if (c === FSINFO) infoOutcome = a.call('guest-info').outcome;
