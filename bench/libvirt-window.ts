@@ -14,6 +14,9 @@
  * report) and whole-run wall times (process start → exit).
  * Where a run's wall time goes: the run report's own duration (config loaded, from the executor's start to
  * its end) against the process's wall time, and `node bin.js --version` (the CLI's start-up floor) each round.
+ * Every side runs in the environment a nightly job gets from cron or systemd (lib/job-env.ts), not this
+ * shell's; where this shell has variables that slow node's start, each round also times `--version` with
+ * them, and the report says what they cost.
  * Needs root, libvirtd (started like the tests do) and qemu-ga. BENCH_N rounds (default 6), BENCH_PAUSE_MS,
  * QUIESCE_BIN (the CLI to run; default the installed bundle dist/cli/bin.js).
  */
@@ -26,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import type { RunReport } from '../src/workflow/results.js';
 import { haveQemuGa } from '../test/helpers/agents.js';
 import { defineGuest, ensureLibvirtd, LIBVIRT_URI, libvirtUnavailable, virsh } from '../test/helpers/libvirt.js';
+import { JOB_ENV, SLOW_START_VARIABLES, timeNode } from './lib/job-env.js';
 import { PROBE, PROBE_LINE, PROBE_STARTED } from './lib/write-probe.js';
 
 const N = Number(process.env['BENCH_N'] ?? 6);
@@ -68,6 +72,8 @@ const guest = await defineGuest({ agent: 'qemu-ga', dataDiskMB: 64 });
 const samples = new Map<Method, Sample[]>(METHODS.map((m) => [m, []]));
 /** `node bin.js --version`, once a round: the CLI's start-up and exit with no work. */
 const startupMs: number[] = [];
+/** The same with this shell's environment, where it has SLOW_START_VARIABLES. */
+const startupShellMs: number[] = [];
 try {
   const dom = guest.name;
   await guest.agentCommand('guest-exec', { path: '/usr/bin/node', arg: ['-e', PROBE] });
@@ -135,14 +141,15 @@ try {
           '--diskspec',
           `vda,file=${overlay}`,
         ],
-        { stdio: 'ignore' },
+        { stdio: 'ignore', env: JOB_ENV },
       );
     } else if (m === 'virsh-3line') {
-      execFileSync(script, [dom, overlay], { stdio: 'ignore' });
+      execFileSync(script, [dom, overlay], { stdio: 'ignore', env: JOB_ENV });
     } else {
       const r = spawnSync(process.execPath, [BIN, 'run', '--config', qConfig[m], '--json'], {
         encoding: 'utf8',
         timeout: 120_000,
+        env: JOB_ENV,
       });
       if (r.status !== 0) throw new Error(`quiesce run (${m}) failed (${r.status}): ${r.stderr}\n${r.stdout}`);
       report = JSON.parse(r.stdout) as RunReport;
@@ -173,9 +180,8 @@ try {
       await sleep(PAUSE_MS);
       samples.get(m)!.push(await one(m, i));
     }
-    const t0 = performance.now();
-    spawnSync(process.execPath, [BIN, '--version'], { stdio: 'ignore' });
-    startupMs.push(performance.now() - t0);
+    startupMs.push(timeNode([BIN, '--version'], JOB_ENV));
+    if (SLOW_START_VARIABLES.length) startupShellMs.push(timeNode([BIN, '--version'], process.env));
   }
 } finally {
   await guest.destroy();
@@ -207,4 +213,10 @@ console.log(
 );
 console.log(
   `start-up: \`node bin.js --version\` median ${f(median(startupMs))} ms; q-snapshot wall outside the run report ${f(median(samples.get('q-snapshot')!.map((s) => s.wallMs - s.runMs!)))} ms`,
+);
+console.log(
+  SLOW_START_VARIABLES.length
+    ? `environment: a job's (${Object.keys(JOB_ENV).join(', ')}); this shell's ${SLOW_START_VARIABLES.join(', ')} left out, ` +
+        `which would make \`--version\` take ${f(median(startupShellMs))} ms (+${f(median(startupShellMs) - median(startupMs))} ms for each node start)`
+    : `environment: a job's (${Object.keys(JOB_ENV).join(', ')}); this shell's has nothing that slows node's start`,
 );

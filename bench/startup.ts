@@ -25,6 +25,8 @@
  * real freeze (--log-function-events): the in-window code must be compiled
  * before the freeze (src/cli/load-command.ts).
  * Targets: --version and the freeze start-up ≤ 1.5x node -e 0.
+ * Every process runs in the environment a nightly job gets from cron or systemd (lib/job-env.ts), not this
+ * shell's; where this shell has variables that slow node's start, the report says what they cost.
  * BENCH_N rounds (default 20); BENCH_BIN: the bin to measure (default the bundle dist/cli/bin.js, else
  * dist/src/bin.js);
  * BENCH_COMPARE: another build's bin.js, measured alongside (e.g. a copy of dist/ from before a change).
@@ -44,6 +46,7 @@ import {
   type MountNamespace,
 } from '../test/helpers/loop-mounts.js';
 import { cliCopyUnderFlags } from '../test/helpers/code-cache.js';
+import { JOB_ENV, SLOW_START_VARIABLES, timeNode } from './lib/job-env.js';
 
 const N = Number(process.env['BENCH_N'] ?? 20);
 // The installed command (package.json's bin: the bundle), else tsc's output.
@@ -139,7 +142,7 @@ function runOnce(k: Case, record: boolean): void {
   const [file, ...args] = k.argv;
   const cpu0 = childrenCpuMs();
   const t0 = performance.now();
-  const r = spawnSync(file!, args, { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(file!, args, { encoding: 'utf8', timeout: 60_000, env: JOB_ENV });
   const wallMs = performance.now() - t0;
   const cpu1 = childrenCpuMs();
   if (r.error) throw r.error;
@@ -182,7 +185,7 @@ function compiledInWindow(bin: string, full: Full, dir: string): { events: numbe
     '--',
     'true',
   ];
-  const r = spawnSync(file!, args, { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(file!, args, { encoding: 'utf8', timeout: 60_000, env: JOB_ENV });
   if (r.status !== 0) throw new Error(`freeze under --log-function-events exited ${r.status}: ${r.stderr}`);
   // function,<event>,<script>,<start>,<end>,<duration ms>,<timestamp µs>,<name>
   const events = readFileSync(logfile, 'utf8')
@@ -249,6 +252,14 @@ try {
     console.log(line);
   }
   console.log('target: quiesce --version and the freeze start-up ≤ 1.50x node -e 0');
+  const shell = SLOW_START_VARIABLES.length
+    ? Array.from({ length: 9 }, () => timeNode(['-e', '0'], process.env))
+    : undefined;
+  console.log(
+    shell
+      ? `environment: a job's (${Object.keys(JOB_ENV).join(', ')}); this shell's ${SLOW_START_VARIABLES.join(', ')} left out, with which node -e 0 takes ${f(pct(shell, 50))} ms`
+      : `environment: a job's (${Object.keys(JOB_ENV).join(', ')}); this shell's has nothing that slows node's start`,
+  );
   if (full) {
     for (const bin of [BIN, ...(COMPARE ? [COMPARE] : [])]) {
       const counts = Array.from({ length: 3 }, () => compiledInWindow(bin, full, dir));
