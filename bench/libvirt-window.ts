@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import type { RunReport } from '../src/workflow/results.js';
 import { haveQemuGa } from '../test/helpers/agents.js';
 import { defineGuest, ensureLibvirtd, LIBVIRT_URI, libvirtUnavailable, virsh } from '../test/helpers/libvirt.js';
-import { JOB_ENV, SLOW_START_VARIABLES, timeNode } from './lib/job-env.js';
+import { environmentLine, JOB_ENV, SLOW_START_VARIABLES, timeNode } from './lib/job-env.js';
 import { PROBE, PROBE_LINE, PROBE_STARTED } from './lib/write-probe.js';
 
 const N = Number(process.env['BENCH_N'] ?? 6);
@@ -215,8 +215,8 @@ console.log(
   `start-up: \`node bin.js --version\` median ${f(median(startupMs))} ms; q-snapshot wall outside the run report ${f(median(samples.get('q-snapshot')!.map((s) => s.wallMs - s.runMs!)))} ms`,
 );
 console.log(
-  SLOW_START_VARIABLES.length
-    ? `environment: a job's (${Object.keys(JOB_ENV).join(', ')}); this shell's ${SLOW_START_VARIABLES.join(', ')} left out, ` +
-        `which would make \`--version\` take ${f(median(startupShellMs))} ms (+${f(median(startupShellMs) - median(startupMs))} ms for each node start)`
-    : `environment: a job's (${Object.keys(JOB_ENV).join(', ')}); this shell's has nothing that slows node's start`,
+  environmentLine(
+    () =>
+      `\`--version\` takes ${f(median(startupShellMs))} ms (+${f(median(startupShellMs) - median(startupMs))} ms for each node start)`,
+  ),
 );

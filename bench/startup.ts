@@ -46,7 +46,7 @@ import {
   type MountNamespace,
 } from '../test/helpers/loop-mounts.js';
 import { cliCopyUnderFlags } from '../test/helpers/code-cache.js';
-import { JOB_ENV, SLOW_START_VARIABLES, timeNode } from './lib/job-env.js';
+import { environmentLine, JOB_ENV, timeNode } from './lib/job-env.js';
 
 const N = Number(process.env['BENCH_N'] ?? 20);
 // The installed command (package.json's bin: the bundle), else tsc's output.
@@ -252,13 +252,11 @@ try {
     console.log(line);
   }
   console.log('target: quiesce --version and the freeze start-up ≤ 1.50x node -e 0');
-  const shell = SLOW_START_VARIABLES.length
-    ? Array.from({ length: 9 }, () => timeNode(['-e', '0'], process.env))
-    : undefined;
   console.log(
-    shell
-      ? `environment: a job's (${Object.keys(JOB_ENV).join(', ')}); this shell's ${SLOW_START_VARIABLES.join(', ')} left out, with which node -e 0 takes ${f(pct(shell, 50))} ms`
-      : `environment: a job's (${Object.keys(JOB_ENV).join(', ')}); this shell's has nothing that slows node's start`,
+    environmentLine(() => {
+      const shell = Array.from({ length: 9 }, () => timeNode(['-e', '0'], process.env));
+      return `node -e 0 takes ${f(pct(shell, 50))} ms`;
+    }),
   );
   if (full) {
     for (const bin of [BIN, ...(COMPARE ? [COMPARE] : [])]) {
